@@ -1,0 +1,1 @@
+"""The generated dynamic scene with ground truth (`modgs-synth`)."""
