@@ -34,3 +34,87 @@ def write_ply_points(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     with open(path, "wb") as f:
         f.write(header.encode("ascii"))
         f.write(rec.tobytes())
+
+
+class SceneFormatError(ValueError):
+    """The scene folder does not hold a readable modgs scene; the message names what is wrong."""
+
+
+def load_scene_meta(data: Path) -> tuple[Path, dict]:
+    """(scene dir, parsed transforms.json) for a scene folder or a path to its json file."""
+    import json
+
+    data = Path(data)
+    if data.suffix == ".json":
+        path, root = data, data.parent
+    else:
+        path, root = data / TRANSFORMS, data
+    if not root.is_dir():
+        raise SceneFormatError(f"scene folder {root} does not exist")
+    if not path.is_file():
+        raise SceneFormatError(f"no {path.name} in {root} (generate a scene with modgs-synth or modgs-preprocess)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SceneFormatError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not meta.get("frames"):
+        raise SceneFormatError(f"{path} has no frames")
+    return root, meta
+
+
+def training_frames(meta: dict) -> list[dict]:
+    if "train_filenames" in meta:
+        names = {Path(p).name for p in meta["train_filenames"]}
+        return [f for f in meta["frames"] if Path(f.get("file_path", "")).name in names]
+    return list(meta["frames"])
+
+
+def validate_scene(root: Path, meta: dict, require_prior: bool = True) -> None:
+    """Check what the dataparser and model will read, so that a bad scene fails in one clear line."""
+    names = set()
+    for i, f in enumerate(meta["frames"]):
+        if "file_path" not in f:
+            raise SceneFormatError(f"frame {i} has no file_path")
+        name = Path(f["file_path"]).name
+        if name in names:
+            raise SceneFormatError(f"two frames share the image name {name}; names must be unique")
+        names.add(name)
+        if not (root / f["file_path"]).is_file():
+            raise SceneFormatError(f"missing image {root / f['file_path']}")
+        t = f.get("time")
+        if not isinstance(t, (int, float)) or not (0.0 <= float(t) <= 1.0):
+            raise SceneFormatError(f"frame {f['file_path']} needs a 'time' in [0, 1] (got {t!r})")
+    if not require_prior:
+        return
+    missing = []
+    for f in training_frames(meta):
+        p = f.get("depth_prior_path")
+        if not p:
+            missing.append(f"{f['file_path']} has no depth_prior_path")
+        elif not (root / p).is_file():
+            missing.append(f"missing depth prior file {root / p}")
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise SceneFormatError(missing[0] + more)
+
+
+def load_depth_prior(path: Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(depth [H,W] float32, valid [H,W] bool), resized to the image size when it was downscaled."""
+    import cv2
+
+    path = Path(path)
+    try:
+        depth = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise SceneFormatError(f"cannot read depth prior {path} ({err})") from None
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise SceneFormatError(f"depth prior {path} has shape {depth.shape}, expected HxW")
+    if depth.shape != (height, width):
+        h, w = depth.shape
+        if abs(h / w - height / width) > 0.02:
+            raise SceneFormatError(f"depth prior {path} is {w}x{h}, its image is {width}x{height}")
+        depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    valid = np.isfinite(depth) & (depth > 0)
+    return np.where(valid, depth, 0.0).astype(np.float32), valid

@@ -1,0 +1,1 @@
+"""Novel-view camera paths with time."""

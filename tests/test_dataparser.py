@@ -1,0 +1,96 @@
+"""modgs-data: times by file name, the split from the file, static-camera safety, depth priors,
+and one-line errors for broken scenes."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
+from modgs_ns.data.modgs_dataset import ModgsDataset
+from modgs_ns.synth.generate import SynthConfig, generate_scene
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dp") / "scene"
+    generate_scene(SynthConfig(num_frames=6, width=48, height=36, supersample=1, num_seed_points=200, val_every=3), root, progress=False)
+    return root
+
+
+def parse(root, split):
+    return ModgsDataParserConfig(data=root).setup().get_dataparser_outputs(split=split)
+
+
+def test_times_split_and_poses(scene):
+    meta = json.loads((scene / "transforms.json").read_text())
+    by_name = {f["file_path"].split("/")[-1]: f for f in meta["frames"]}
+    for split, n in (("train", 6), ("val", 4), ("test", 12)):
+        out = parse(scene, split)
+        assert len(out.image_filenames) == n
+        names = [p.name for p in out.image_filenames]
+        assert all(("train" in x) == (split == "train") for x in names)
+        times = out.cameras.times[:, 0].numpy()
+        np.testing.assert_allclose(times, [by_name[x]["time"] for x in names], atol=1e-7)
+        # No re-orientation, centring or scaling: the poses are the file's.
+        c2w = out.cameras.camera_to_worlds.numpy()
+        np.testing.assert_allclose(c2w, [np.array(by_name[x]["transform_matrix"])[:3] for x in names], atol=1e-6)
+
+
+def test_times_follow_file_names_not_frame_order(scene, tmp_path):
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(scene, shuffled)
+    meta = json.loads((shuffled / "transforms.json").read_text())
+    random.Random(0).shuffle(meta["frames"])
+    (shuffled / "transforms.json").write_text(json.dumps(meta))
+    out = parse(shuffled, "train")
+    expect = [int(p.stem.split("_")[-1]) / 5 for p in out.image_filenames]
+    np.testing.assert_allclose(out.cameras.times[:, 0].numpy(), expect, atol=1e-7)
+
+
+def test_seed_points_and_dataset_depth_prior(scene):
+    out = parse(scene, "train")
+    assert out.metadata["points3D_xyz"].shape[1] == 3 and len(out.metadata["points3D_rgb"]) == len(out.metadata["points3D_xyz"])
+    ds = ModgsDataset(out)
+    item = ds[2]
+    prior = np.load(out.metadata["depth_prior_filenames"][2])
+    assert item["depth_prior"].shape == (36, 48, 1) and item["depth_valid"].dtype == torch.bool
+    np.testing.assert_allclose(item["depth_prior"][..., 0].numpy(), prior)
+    assert bool(item["depth_valid"].all())
+    test_ds = ModgsDataset(parse(scene, "test"))
+    assert "depth_prior" not in test_ds[0]  # held-out cameras have no prior
+
+
+def test_invalid_prior_pixels_are_masked(scene, tmp_path):
+    broken = tmp_path / "nan"
+    shutil.copytree(scene, broken)
+    p = broken / "depth_prior/train_00001.npy"
+    d = np.load(p)
+    d[:5, :5] = np.nan
+    d[-1, -1] = -1
+    np.save(p, d)
+    ds = ModgsDataset(parse(broken, "train"))
+    item = ds[1]
+    assert not item["depth_valid"][:5, :5].any() and not item["depth_valid"][-1, -1]
+    assert torch.isfinite(item["depth_prior"]).all()
+
+
+def test_missing_transforms_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        parse(tmp_path / "empty", "train")
+    err = capsys.readouterr().err.strip()
+    assert "transforms.json" in err and len(err.splitlines()) == 1
+
+
+def test_missing_depth_file_is_one_line_error(scene, tmp_path, capsys):
+    broken = tmp_path / "nodepth"
+    shutil.copytree(scene, broken)
+    (broken / "depth_prior/train_00003.npy").unlink()
+    with pytest.raises(SystemExit):
+        parse(broken, "train")
+    err = capsys.readouterr().err.strip()
+    assert "train_00003.npy" in err.replace("\n", "") and "missing depth prior" in err
