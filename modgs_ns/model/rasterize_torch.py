@@ -5,7 +5,8 @@ Follows gsplat 1.4.0's rules so both paths give the same images:
   Jacobian evaluated with the mean clamped to 1.3x the frustum (`_persp_proj` in gsplat);
 - tiles of 16x16 px; a Gaussian touches the tiles its radius box covers; per tile front-to-back
   by camera depth;
-- per pixel (centre at +0.5): sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, skipped if sigma < 0;
+- per pixel (centre at +0.5): sigma = 0.5 (a dx^2 + c dy^2) + b dx dy (clamped at 0: gsplat skips
+  sigma < 0, which only rounding at a Gaussian's centre produces);
   alpha = min(0.999, opacity exp(-sigma)), skipped if < 1/255; compositing stops *before* the
   Gaussian that would bring transmittance to <= 1e-4.
 Backward is autograd. Tiles are processed in batches padded to the batch's longest list and
@@ -153,26 +154,26 @@ def tile_intersections(means2d: Tensor, radii: Tensor, depths: Tensor, tiles_x: 
     return tile_id, gauss_id, counts
 
 
-def _composite_batch(pix, m2d, con, opa, feat, valid, T0, chunk):
+def _composite_batch(pix, coef, feat, chunk):
     """Front-to-back alpha compositing of one tile batch.
 
-    pix [B,P,2] pixel centres; m2d [B,K,2]; con [B,K,3]; opa [B,K]; feat [B,K,D]; valid [B,K].
+    pix [B,P,6] pixel monomials (x^2, y^2, xy, x, y, 1) in tile-local coordinates; coef [B,K,6]
+    per-Gaussian quadratic-form coefficients with -log(opacity) folded into the constant, so
+    that sigma - log(opacity) = pix @ coef^T is one batched matmul; feat [B,K,D].
     Returns accumulated features [B,P,D] and final transmittance [B,P].
     """
     B, P, _ = pix.shape
-    K = m2d.shape[1]
+    K = coef.shape[1]
     acc = pix.new_zeros(B, P, feat.shape[-1])
-    T = T0
+    T = pix.new_ones(B, P)
     done = torch.zeros(B, P, dtype=torch.bool, device=pix.device)
     for k0 in range(0, K, chunk):
         sl = slice(k0, min(K, k0 + chunk))
-        dx = m2d[:, None, sl, 0] - pix[:, :, None, 0]
-        dy = m2d[:, None, sl, 1] - pix[:, :, None, 1]
-        c = con[:, None, sl]
-        sigma = 0.5 * (c[..., 0] * dx * dx + c[..., 2] * dy * dy) + c[..., 1] * dx * dy
-        alpha = torch.clamp(opa[:, None, sl] * torch.exp(-sigma.clamp(max=SIGMA_CLAMP)), max=ALPHA_MAX)
-        skip = (sigma < 0) | (alpha < ALPHA_MIN) | ~valid[:, None, sl]
-        alpha = torch.where(skip, torch.zeros_like(alpha), alpha)
+        # exp(-(sigma - log o)) = o * exp(-sigma). sigma >= 0 for the positive definite conics
+        # gsplat produces; gsplat skips sigma < 0 (rounding at a Gaussian's centre), we clamp.
+        s = torch.bmm(pix, coef[:, sl].transpose(1, 2))
+        alpha = torch.clamp(torch.exp(-s.clamp(min=0.0, max=SIGMA_CLAMP)), max=ALPHA_MAX)
+        alpha = torch.where(alpha < ALPHA_MIN, torch.zeros_like(alpha), alpha)
         with torch.no_grad():
             next_T = T[..., None] * torch.cumprod(1.0 - alpha, -1)
             use = (next_T > T_MIN) & ~done[..., None]
@@ -180,12 +181,26 @@ def _composite_batch(pix, m2d, con, opa, feat, valid, T0, chunk):
         alpha = alpha * use
         trans = torch.cumprod(1.0 - alpha, -1)
         T_excl = T[..., None] * torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
-        w = alpha * T_excl
-        acc = acc + torch.einsum("bpk,bkd->bpd", w, feat[:, sl])
+        acc = acc + torch.bmm(alpha * T_excl, feat[:, sl])
         T = T * trans[..., -1]
         if bool(done.all()):
             break
     return acc, T
+
+
+def _quadratic_coefficients(m, con, opa, valid):
+    """Per (tile, Gaussian): sigma - log(opacity) as a quadratic in tile-local pixel (x, y).
+
+    m [B,K,2] tile-local means; con [B,K,3] conics (a, b, c); opa [B,K]; valid [B,K].
+    sigma = 0.5 a dx^2 + 0.5 c dy^2 + b dx dy with d = m - p, expanded in the monomials of p.
+    """
+    a, b, c = con.unbind(-1)
+    mx, my = m.unbind(-1)
+    const = 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my - torch.log(opa.clamp_min(1e-12))
+    coef = torch.stack([0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx), const], -1)
+    pad = torch.zeros_like(coef)
+    pad[..., 5] = 1e4  # padding entries: alpha = 0
+    return torch.where(valid[..., None], coef, pad)
 
 
 def rasterize_image(
@@ -210,7 +225,8 @@ def rasterize_image(
     T_out = features.new_ones(n_tiles, TILE * TILE)
     ar = torch.arange(TILE, device=features.device, dtype=features.dtype) + 0.5
     py, px = torch.meshgrid(ar, ar, indexing="ij")
-    local_pix = torch.stack([px.reshape(-1), py.reshape(-1)], -1)  # [P,2]
+    px, py = px.reshape(-1), py.reshape(-1)
+    local_mono = torch.stack([px * px, py * py, px * py, px, py, torch.ones_like(px)], -1)[None]  # [1,P,6]
     busy = torch.nonzero(counts > 0).squeeze(-1)
     if len(busy):
         # Longest lists first, grouped so that B * Kmax * P stays within the budget.
@@ -227,10 +243,8 @@ def rasterize_image(
             valid = kk[None] < counts[tiles][:, None]
             idx = gauss_id[(offsets[tiles][:, None] + kk[None]).clamp(max=len(gauss_id) - 1)]
             origin = torch.stack([tiles % tiles_x, tiles // tiles_x], -1).to(features.dtype) * TILE
-            pix = origin[:, None, :] + local_pix[None]
-            acc, T = _composite_batch(
-                pix, means2d[idx], conics[idx], opacities[idx], features[idx], valid, pix.new_ones(len(tiles), TILE * TILE), chunk
-            )
+            coef = _quadratic_coefficients(means2d[idx] - origin[:, None, :], conics[idx], opacities[idx], valid)
+            acc, T = _composite_batch(local_mono.expand(len(tiles), -1, -1), coef, features[idx], chunk)
             results.append((acc, T))
             done_ids.append(tiles)
         ids = torch.cat(done_ids)
