@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import modgs_ns, nerfstud
   echo "setup: creating .venv and installing (a few minutes on a fresh machine)" >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade "pip<26" >/dev/null 2>&1 || true
-  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[test]"
+  .venv/bin/pip install -qq torch==2.14.1 torchvision==0.29.1 -e ".[test]"
 fi
 # Exactly one OpenCV distribution: opencv-python would overwrite the headless cv2/ folder.
 if .venv/bin/pip show -q opencv-python >/dev/null 2>&1; then
