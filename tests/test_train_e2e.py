@@ -41,6 +41,13 @@ def test_ns_train_help_lists_modgs(tiny):
     assert "modgs" in r.stdout and "modgs-cpu" in r.stdout
 
 
+def test_paper_preset_trains_on_cpu(tiny):
+    r = run(["ns-train", "modgs", "--data", "scene", "--output-dir", "out_paper", "--machine.device-type", "cpu",
+             "--vis", "tensorboard", "--max-num-iterations", "3"], tiny)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert list((tiny / "out_paper").rglob("step-000000002.ckpt"))
+
+
 def test_train_resume_eval_render(tiny):
     r = run(["ns-train", "modgs-cpu", "--data", "scene", "--output-dir", "out", "--experiment-name", "e", "--timestamp", "a",
              "--max-num-iterations", "30", *TINY], tiny)
