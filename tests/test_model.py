@@ -25,7 +25,7 @@ def make_model(n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
     xyz = torch.stack([torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g) * 1.5 - 0.75, -3 - torch.rand(n, generator=g)], -1)
     rgb = (torch.rand(n, 3, generator=g) * 255).to(torch.uint8)
-    model = ModgsModelConfig().setup(
+    model = ModgsModelConfig(deform_feature_dims=32, deform_proj_dims=32, deform_hidden=(32,), deform_gabor_hidden=32).setup(
         scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
         num_train_data=4,
         metadata={},
@@ -59,7 +59,9 @@ def test_time_reaches_the_renderer():
         b = model.get_outputs_for_camera(camera(1.0))["rgb"]
         assert torch.equal(a, b)  # the deformation starts as the identity
         assert model.camera_time(camera(None)) == model.config.default_time
-        torch.nn.init.normal_(model.deform.head.weight, std=0.05)
+        model.deform.set_normalization(model.means.detach())
+        for layer in model.deform.layers:
+            torch.nn.init.normal_(layer.map_st[-1].weight, std=0.2)
         a = model.get_outputs_for_camera(camera(0.0))["rgb"]
         b = model.get_outputs_for_camera(camera(1.0))["rgb"]
         c = model.get_outputs_for_camera(camera(1.0))["rgb"]
@@ -68,6 +70,7 @@ def test_time_reaches_the_renderer():
 
 def test_loss_is_l1_plus_weighted_dssim():
     model, *_ = make_model()
+    model.config.depth_loss = "none"  # photometric part only; the depth losses have their own tests
     model.train()
     model.optimizers = {}  # set by the trainer's step callback; the strategy only retains grads here
     out = model.get_outputs(camera(0.5))
@@ -78,7 +81,7 @@ def test_loss_is_l1_plus_weighted_dssim():
     torch.testing.assert_close(loss.detach(), ref, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert model.means.grad is not None and model.means.grad.abs().sum() > 0
-    assert model.deform.head.weight.grad.abs().sum() > 0  # the deformation is trained by the render
+    assert model.deform.layers[0].map_st[-1].weight.grad.abs().sum() > 0  # the deformation is trained by the render
 
 
 def test_cpu_refuses_absgrad():
@@ -88,3 +91,65 @@ def test_cpu_refuses_absgrad():
         model.train()
         model.optimizers = {}
         model.get_outputs(camera(0.0))
+
+
+def test_depth_loss_uses_the_accumulated_render():
+    model, *_ = make_model()
+    model.train()
+    model.optimizers = {}
+    out = model.get_outputs(camera(0.5))
+    assert "depth_accumulated" in out and out["depth"] is None
+    prior = out["depth_accumulated"].detach() * 2 + 1  # same order as the render
+    batch = {"image": out["rgb"].detach(), "depth_prior": prior, "depth_valid": out["accumulation"].detach() > 0.5}
+    losses = model.get_loss_dict(out, batch)
+    assert "depth_loss" in losses and float(losses["depth_loss"]) < 0.05
+    batch["depth_prior"] = -prior  # reversed order
+    assert float(model.get_loss_dict(out, batch)["depth_loss"]) > 0.05
+
+
+class _FramePoints:
+    """Minimal caches: two frames of points moving by +0.5 in x, all valid."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(3)
+        base = torch.rand(3000, 3, generator=g) * torch.tensor([2.0, 1.0, 1.0]) - torch.tensor([1.0, 0.5, 4.0])
+        self.frames = [base, base + torch.tensor([0.5, 0.0, 0.0])]
+        self.times = torch.tensor([0.0, 1.0])
+        self.names = ["a.png", "b.png"]
+        self.T = 2
+
+    def frame_points(self, i, image_path=None):
+        return self.frames[i], torch.rand(len(self.frames[i]), 3)
+
+    def bbox(self):
+        p = torch.cat(self.frames)
+        return p.min(0).values, p.max(0).values
+
+
+def test_canonical_initialization_replaces_gaussians_inside_optimizers():
+    from nerfstudio.engine.optimizers import Optimizers
+
+    model, *_ = make_model()
+    model.config.stage1_steps = 10
+    model.config.init_min_points = 0
+    model.config.init_max_points = 1500
+    model._correspondences = corr = _FramePoints()
+    lo, hi = corr.bbox()
+    model.deform.set_normalization(torch.stack([lo, hi]))
+    for layer in model.deform.layers:
+        torch.nn.init.normal_(layer.map_st[-1].weight, std=0.05)
+    from modgs_ns.configs import modgs_cpu_method
+
+    opt_cfg = modgs_cpu_method.config.optimizers
+    optimizers = Optimizers(opt_cfg, model.get_param_groups())
+    model.initialize_canonical(optimizers, step=10)
+    means = model.means.detach()
+    with torch.no_grad():
+        warped = torch.cat([model.deform.to_canonical(corr.frames[i], float(corr.times[i])) for i in range(2)])
+    assert 0 < len(means) <= 1500
+    assert bool((means >= warped.min(0).values - 1e-5).all() and (means <= warped.max(0).values + 1e-5).all())
+    for name, param in model.gauss_params.items():
+        assert optimizers.optimizers[name].param_groups[0]["params"][0] is param
+        assert len(param) == len(means)
+    assert torch.allclose(torch.sigmoid(model.opacities), torch.tensor(0.1))
+    assert model.strategy_state["scene_scale"] == model.world_extent()

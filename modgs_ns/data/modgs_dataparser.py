@@ -18,6 +18,7 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, Nerfst
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from modgs_ns.data.scene_format import SceneFormatError, load_scene_meta, validate_scene
+from modgs_ns.preprocess.pairs import PairParams, build_caches, caches_valid
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ModgsDataParserConfig(NerfstudioDataParserConfig):
     load_3D_points: bool = True
     """Seed Gaussians from the scene's `ply_file_path` points when it has them."""
     downscale_factor: int = 1
+    pairs: PairParams = field(default_factory=PairParams)
+    """Flow, depth alignment and 3D-pair cache settings (built on first use, then reused)."""
 
 
 class ModgsDataParser(Nerfstudio):
@@ -43,7 +46,10 @@ class ModgsDataParser(Nerfstudio):
         try:
             data_dir, meta = load_scene_meta(self.config.data)
             validate_scene(data_dir, meta, require_prior=(split == "train"))
-        except SceneFormatError as err:
+            if split == "train" and not caches_valid(data_dir, self.config.pairs):
+                print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
+                build_caches(data_dir, meta, self.config.pairs)
+        except (SceneFormatError, ValueError) as err:
             # One line, no traceback: this is a problem with the user's data, not with the code.
             print(f"modgs-data: error: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
@@ -80,6 +86,7 @@ class ModgsDataParser(Nerfstudio):
             (data_dir / f["dynamic_mask_path"]) if f.get("dynamic_mask_path") else None for f in frames
         ]
         outputs.metadata["modgs"] = meta.get("modgs", {})
+        outputs.metadata["modgs_root"] = str(data_dir)
         return outputs
 
 

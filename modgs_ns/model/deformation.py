@@ -1,8 +1,16 @@
-"""Time-conditioned deformation of canonical Gaussian means.
+"""MoDGS's time-conditioned, exactly invertible deformation (method reference §3.1).
 
-The walking skeleton uses a small offset MLP, x_t = x + f(gamma(x), gamma(t)), whose last layer
-starts at zero so training begins from the identity. The MoDGS deformation (Gabor time encoder
-and an invertible RealNVP coupling network) replaces it behind the same `from_canonical` API.
+- `GaborNet`: a multiplicative filter network encoding time t into a 128-d feature.
+- `NVPCoupling`: a 4-layer RealNVP-style affine coupling network on 3D points, conditioned on
+  that feature. Each layer moves one coordinate by a scale and shift computed from the other two
+  and the time feature, so the map is a bijection for every t and its inverse is exact.
+- `Deformation`: both, plus a fixed normalization of world coordinates into the network's
+  [-1, 1] working box (MoDGS normalizes the scene instead, §2.9; we keep nerfstudio's world and
+  normalize inside the module). API: `to_canonical(x, t)` and `from_canonical(x, t)`.
+
+Deviation (documented): the last layer of each coupling MLP starts at zero, so the untrained
+deformation is the identity; MoDGS initializes it randomly and always pre-trains it in stage 1.
+With stage-1 steps = 0 (the ablation "without 3D-aware initialization") this gives the identity.
 """
 
 from __future__ import annotations
@@ -13,32 +21,131 @@ import torch
 from torch import Tensor, nn
 
 
-def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
-    """[..., D] -> [..., D * (1 + 2 * num_freqs)]: x, sin(2^k pi x), cos(2^k pi x)."""
-    freqs = (2.0 ** torch.arange(num_freqs, device=x.device, dtype=x.dtype)) * math.pi
-    xf = x[..., None] * freqs  # [..., D, F]
-    return torch.cat([x, torch.sin(xf).flatten(-2), torch.cos(xf).flatten(-2)], -1)
+class GaborLayer(nn.Module):
+    """g(t) = sin(W t + b) * exp(-0.5 * gamma * |t - mu|^2)  (multiplicative filter network)."""
 
-
-class OffsetDeformation(nn.Module):
-    """Canonical means -> means at time t, by a learned offset field."""
-
-    def __init__(self, hidden: int = 64, layers: int = 3, pos_freqs: int = 4, time_freqs: int = 4):
+    def __init__(self, in_features: int, out_features: int, weight_scale: float, alpha: float, beta: float):
         super().__init__()
-        self.pos_freqs, self.time_freqs = pos_freqs, time_freqs
-        d_in = 3 * (1 + 2 * pos_freqs) + (1 + 2 * time_freqs)
-        mods: list[nn.Module] = []
-        for i in range(layers):
-            mods += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU()]
-        self.trunk = nn.Sequential(*mods)
-        self.head = nn.Linear(hidden, 3)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.linear = nn.Linear(in_features, out_features)  # weights U(-1/sqrt(in), 1/sqrt(in))
+        self.mu = nn.Parameter(2 * torch.rand(out_features, in_features) - 1)
+        self.gamma = nn.Parameter(torch.distributions.Gamma(alpha, beta).sample((out_features,)))
+        with torch.no_grad():
+            self.linear.weight.mul_(weight_scale * torch.sqrt(self.gamma[:, None]))
+            self.linear.bias.uniform_(-math.pi, math.pi)
+
+    def forward(self, t: Tensor) -> Tensor:
+        d2 = (t**2).sum(-1, keepdim=True) + (self.mu**2).sum(-1)[None] - 2 * t @ self.mu.T
+        return torch.sin(self.linear(t)) * torch.exp(-0.5 * d2 * self.gamma[None])
+
+
+class GaborNet(nn.Module):
+    """Time encoder: in 1, hidden 256, 2 multiplicative layers, out 128 (MoDGS configs)."""
+
+    def __init__(self, hidden: int = 256, out: int = 128, n_layers: int = 2, input_scale: float = 256.0,
+                 weight_scale: float = 1.0, alpha: float = 4.5, beta: float = 1.0):
+        super().__init__()
+        self.filters = nn.ModuleList(
+            GaborLayer(1, hidden, input_scale / math.sqrt(n_layers + 1), alpha / (n_layers + 1), beta)
+            for _ in range(n_layers + 1)
+        )
+        self.linear = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_layers))
+        bound = math.sqrt(weight_scale / hidden)
+        with torch.no_grad():
+            for lin in self.linear:
+                lin.weight.uniform_(-bound, bound)
+        self.output = nn.Linear(hidden, out)
+
+    def forward(self, t: Tensor) -> Tensor:
+        z = self.filters[0](t)
+        for filt, lin in zip(self.filters[1:], self.linear):
+            z = filt(t) * lin(z)
+        return self.output(z)
+
+
+def _coord_encoding(ab: Tensor, freqs: Tensor) -> Tensor:
+    """[a, b, sin(a f), cos(a f), sin(b f), cos(b f)] with f = pi 2^k (MoDGS's exact order)."""
+    a, b = ab[..., 0:1], ab[..., 1:2]
+    return torch.cat([a, b, torch.sin(a * freqs), torch.cos(a * freqs), torch.sin(b * freqs), torch.cos(b * freqs)], -1)
+
+
+class CouplingLayer(nn.Module):
+    """Moves coordinate `k` by (s, t) computed from the other two and the time feature."""
+
+    def __init__(self, k: int, feature_dims: int, proj_dims: int, hidden: tuple[int, ...], pe_freqs: int):
+        super().__init__()
+        self.k = k
+        self.keep = [i for i in range(3) if i != k]
+        act = nn.LeakyReLU(0.01)
+        self.code_proj = nn.Sequential(nn.Linear(feature_dims, feature_dims), act, nn.Linear(feature_dims, feature_dims))
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(pe_freqs, dtype=torch.float32), persistent=False)
+        self.pos_proj = nn.Sequential(nn.Linear(2 + 4 * pe_freqs, proj_dims), act)
+        layers: list[nn.Module] = []
+        d = feature_dims + proj_dims
+        for h in hidden:
+            layers += [nn.Linear(d, h), act]
+            d = h
+        last = nn.Linear(d, 2)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.map_st = nn.Sequential(*layers, last)
+
+    def scale_shift(self, x: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.cat([self.code_proj(feat).expand(len(x), -1), self.pos_proj(_coord_encoding(x[:, self.keep], self.freqs))], -1)
+        st = self.map_st(h)
+        return st[:, 0:1].clamp(-8.0, 8.0), st[:, 1:2]
+
+    def to_canonical(self, y: Tensor, feat: Tensor) -> Tensor:
+        s, t = self.scale_shift(y, feat)
+        xk = (y[:, self.k : self.k + 1] - t) * torch.exp(-s)
+        return torch.cat([y[:, : self.k], xk, y[:, self.k + 1 :]], -1)
+
+    def from_canonical(self, x: Tensor, feat: Tensor) -> Tensor:
+        s, t = self.scale_shift(x, feat)
+        yk = x[:, self.k : self.k + 1] * torch.exp(s) + t
+        return torch.cat([x[:, : self.k], yk, x[:, self.k + 1 :]], -1)
+
+
+class Deformation(nn.Module):
+    """x_t <-> x_canonical, exactly invertible for every t, in world coordinates."""
+
+    def __init__(self, n_layers: int = 4, feature_dims: int = 128, proj_dims: int = 256,
+                 hidden: tuple[int, ...] = (256, 256, 256), pe_freqs: int = 5, gabor_hidden: int = 256, seed: int = 1234):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # deterministic per seed, global RNG untouched
+            torch.manual_seed(seed)
+            # Masks: two random permutations of (x, y, z) concatenated; layer i moves coordinate perm[i].
+            perm = torch.cat([torch.randperm(3), torch.randperm(3)]).tolist()
+            self.time_encoder = GaborNet(hidden=gabor_hidden, out=feature_dims)
+            self.layers = nn.ModuleList(CouplingLayer(k, feature_dims, proj_dims, hidden, pe_freqs) for k in perm[:n_layers])
+        self.register_buffer("coords", torch.tensor(perm[:n_layers]))
+        # World -> working box: x_n = (x - center) * scale. Set from the scene's points (set_normalization).
+        self.register_buffer("center", torch.zeros(3))
+        self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_normalization(self, points: Tensor) -> None:
+        """Largest axis of the points' bounding box mapped to [-1, 1] (MoDGS §2.9)."""
+        lo, hi = points.min(0).values, points.max(0).values
+        self.center.copy_((lo + hi) / 2)
+        self.scale.copy_(2.0 / (hi - lo).max().clamp_min(1e-8))
+
+    def time_feature(self, t: Tensor | float, like: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(1, 1)
+        return self.time_encoder(t)
+
+    def to_canonical(self, x: Tensor, t: Tensor | float) -> Tensor:
+        feat = self.time_feature(t, x)
+        y = (x - self.center) * self.scale
+        for layer in self.layers:
+            y = layer.to_canonical(y, feat)
+        return y / self.scale + self.center
 
     def from_canonical(self, x: Tensor, t: Tensor | float) -> Tensor:
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(1, 1).expand(len(x), 1)
-        feat = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(t, self.time_freqs)], -1)
-        return x + self.head(self.trunk(feat))
+        feat = self.time_feature(t, x)
+        y = (x - self.center) * self.scale
+        for layer in reversed(self.layers):
+            y = layer.from_canonical(y, feat)
+        return y / self.scale + self.center
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.from_canonical(x, t)

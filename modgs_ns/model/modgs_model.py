@@ -1,9 +1,16 @@
-"""ModgsModel: splatfacto with canonical Gaussians deformed to each camera's time.
+"""ModgsModel: splatfacto with canonical Gaussians deformed to each camera's time (MoDGS).
 
-Overrides only what must change: seeding without `.cuda()`, lazy LPIPS (its AlexNet weights
-cannot be downloaded offline), the deformation module and its parameter group, `get_outputs`
-(deformed means, `camera.times`, our rasterization dispatch), the MoDGS photometric loss, and
-optimizer re-binding after a checkpoint load (nerfstudio issue #3554).
+One `ns-train` run has two phases (method reference §3 to §5):
+- stage 1, steps [0, N1): the deformation alone learns 3D correspondences from the scene's
+  caches (the pipeline feeds `stage1_loss_dict`; no rendering, the Gaussians are untouched);
+- at N1, canonical initialization: all frames' depth points warped to canonical space,
+  voxel-downsampled, replace the Gaussians inside their optimizers;
+- stage 2: canonical Gaussians + co-trained deformation (only means move), loss
+  L1 + 0.2 (1 - SSIM) + 0.1 ordinal depth, densification by gsplat's DefaultStrategy on the
+  canonical parameters with the deformed render's gradients, all on a phase-local step count.
+
+Also overridden because splatfacto needs it on CPU/offline: seeding without `.cuda()`, lazy
+LPIPS, our rasterization dispatch, and optimizer re-binding after a checkpoint load (#3554).
 """
 
 from __future__ import annotations
@@ -11,17 +18,22 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Type, Union
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import numpy as np
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
-from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
+from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from modgs_ns.model.deformation import OffsetDeformation
+from modgs_ns.model.deformation import Deformation
+from modgs_ns.model.losses import flow3d_loss, knn_smoothness_loss, ordinal_depth_loss, pearson_depth_loss
 from modgs_ns.model.rasterize import rasterization
 
 
@@ -40,8 +52,39 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """Photometric loss l1_lambda * L1 + dssim_lambda * (1 - SSIM), as MoDGS (not splatfacto's convex mix)."""
     default_time: float = 0.0
     """Time used when a camera carries none (e.g. `ns-render interpolate` in nerfstudio 1.1.5)."""
-    deform_hidden: int = 64
-    deform_layers: int = 3
+
+    # --- deformation (GaborNet time encoder + RealNVP coupling), sizes of MoDGS's configs
+    deform_layers: int = 4
+    deform_feature_dims: int = 128
+    deform_proj_dims: int = 256
+    deform_hidden: Tuple[int, ...] = (256, 256, 256)
+    deform_gabor_hidden: int = 256
+    deform_seed: int = 1234
+
+    # --- stage 1: 3D-aware initialization of the deformation
+    stage1_steps: int = 20000
+    """N1: steps of stage 1 before the switch (MoDGS: 500k; 0 = no 3D-aware initialization)."""
+    stage1_points: int = 300000
+    """Source points per stage-1 step (MoDGS: up to 300k)."""
+    stage1_smoothness_weight: float = 0.0
+    """kNN local smoothness of the 3D flow (MoDGS: 1 on Nvidia scenes, 0 on DyNeRF)."""
+    stage1_knn: int = 20
+
+    # --- canonical initialization at the switch
+    init_points_per_frame: int = 0
+    """Depth points taken per frame before warping (0 = all valid points, as MoDGS)."""
+    init_voxel_divisions: int = 500
+    """Voxel = largest canonical extent / this (MoDGS: 500)."""
+    init_min_points: int = 100000
+    """If voxel downsampling leaves fewer points, keep the full cloud (MoDGS: 100k)."""
+    init_max_points: int = 300000
+    """Random subset beyond this many points (MoDGS: 300k)."""
+
+    # --- stage 2 depth supervision
+    depth_loss: Literal["ordinal", "pearson", "none"] = "ordinal"
+    depth_loss_weight: float = 0.1
+    ordinal_pairs: int = 200000
+    ordinal_alpha: float = 100.0
 
 
 def get_viewmat(c2w: Tensor) -> Tensor:
@@ -112,17 +155,158 @@ class ModgsModel(SplatfactoModel):
             else:
                 dc = torch.logit(rgb, eps=1e-4)
             self.gauss_params["features_dc"] = torch.nn.Parameter(dc)
-        self.deform = OffsetDeformation(hidden=self.config.deform_hidden, layers=self.config.deform_layers)
+        c = self.config
+        self.deform = Deformation(
+            n_layers=c.deform_layers, feature_dims=c.deform_feature_dims, proj_dims=c.deform_proj_dims,
+            hidden=tuple(c.deform_hidden), gabor_hidden=c.deform_gabor_hidden, seed=c.deform_seed,
+        )
+        self.global_step = 0
+        self._correspondences = None
+        self.scene_root: Optional[Path] = None  # set by the pipeline
+        self.frame_images: Dict[str, Path] = {}  # training image name -> path, set by the pipeline
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         groups = super().get_param_groups()
-        groups["deform"] = list(self.deform.parameters())
+        # MoDGS gives the time encoder and the coupling network different stage-1 learning rates.
+        groups["deform_time"] = list(self.deform.time_encoder.parameters())
+        groups["deform"] = list(self.deform.layers.parameters())
         return groups
 
+    # ------------------------------------------------------------------ stage 1
+    @property
+    def correspondences(self):
+        """The scene's cached point maps and pairs (loaded on first use; training only)."""
+        if self._correspondences is None:
+            from modgs_ns.data.correspondences import Correspondences
+
+            if self.scene_root is None:
+                raise RuntimeError("ModgsModel.scene_root is not set (the ModgsPipeline sets it)")
+            self._correspondences = Correspondences(self.scene_root)
+            lo, hi = self._correspondences.bbox()
+            if float(self.deform.scale) == 1.0 and not bool(self.deform.center.any()):
+                self.deform.set_normalization(torch.stack([lo, hi]).to(self.device))
+        return self._correspondences
+
+    def world_extent(self) -> float:
+        """World units per normalized unit (half the largest extent of the scene's depth points)."""
+        return float(1.0 / self.deform.scale)
+
+    def in_stage1(self, step: int) -> bool:
+        return step < self.config.stage1_steps
+
+    def stage1_loss_dict(self, step: int) -> Dict[str, Tensor]:
+        """3D-pair loss of one sampled (source frame, target frame) pair: map source points to
+        canonical space at the source time and back out at the target time."""
+        batch = self.correspondences.sample(step, self.config.stage1_points, seed=self.config.deform_seed)
+        if not batch:
+            return {"flow3d_loss": sum(p.sum() * 0.0 for p in self.deform.parameters())}
+        x, y = batch["x"].to(self.device), batch["y"].to(self.device)
+        pred = self.deform.from_canonical(self.deform.to_canonical(x, batch["t_src"]), batch["t_tgt"])
+        losses = {"flow3d_loss": flow3d_loss(pred, y, self.deform.scale)}
+        if self.config.stage1_smoothness_weight > 0:
+            losses["smooth_loss"] = self.config.stage1_smoothness_weight * knn_smoothness_loss(
+                x, pred - x, self.config.stage1_knn, self.deform.scale
+            )
+        return losses
+
+    # ------------------------------------------------------------------ canonical initialization
+    @torch.no_grad()
+    def canonical_points(self) -> Tuple[Tensor, Tensor]:
+        """All frames' valid depth points warped to canonical space (only the first frame,
+        unwarped, without stage 1), voxel-downsampled and capped; with their colours."""
+        c = self.config
+        corr = self.correspondences
+        frames = range(corr.T) if c.stage1_steps > 0 else [0]
+        rng = np.random.default_rng(c.deform_seed)
+        pts, cols = [], []
+        for i in frames:
+            p, col = corr.frame_points(i, self.frame_images.get(corr.names[i]))
+            if col is None:
+                col = torch.full_like(p, 0.5)
+            if 0 < c.init_points_per_frame < len(p):
+                keep = torch.from_numpy(rng.choice(len(p), c.init_points_per_frame, replace=False))
+                p, col = p[keep], col[keep]
+            p = p.to(self.device)
+            if c.stage1_steps > 0:
+                p = torch.cat([self.deform.to_canonical(chunk, float(corr.times[i])) for chunk in p.split(65536)])
+            pts.append(p.cpu())
+            cols.append(col)
+        pts, cols = torch.cat(pts), torch.cat(cols)
+        down_p, down_c = voxel_downsample(pts, cols, (pts.max(0).values - pts.min(0).values).max() / c.init_voxel_divisions)
+        if len(down_p) >= c.init_min_points:
+            pts, cols = down_p, down_c
+        if len(pts) > c.init_max_points:
+            keep = torch.from_numpy(rng.choice(len(pts), c.init_max_points, replace=False))
+            pts, cols = pts[keep], cols[keep]
+        return pts, cols
+
+    @torch.no_grad()
+    def initialize_canonical(self, optimizers: Optimizers, step: int) -> None:
+        """Replace the Gaussians with the canonical point cloud, inside their optimizers."""
+        pts, rgb = self.canonical_points()
+        n = len(pts)
+        dist, _ = self.k_nearest_sklearn(pts, 3)
+        sq = torch.from_numpy(dist.astype(np.float32) ** 2).mean(-1, keepdim=True).clamp_min(1e-7)
+        dim_sh = num_sh_bases(self.config.sh_degree)
+        dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb.clamp(1e-4, 1 - 1e-4))
+        new = {
+            "means": pts,
+            "scales": torch.log(torch.sqrt(sq)).repeat(1, 3),
+            "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+            "features_dc": dc,
+            "features_rest": torch.zeros(n, dim_sh - 1, 3),
+            "opacities": torch.logit(torch.full((n, 1), 0.1)),
+        }
+        for name, value in new.items():
+            param = torch.nn.Parameter(value.to(self.device))
+            self.gauss_params[name] = param
+            if name in optimizers.optimizers:
+                opt = optimizers.optimizers[name]
+                opt.state.clear()
+                opt.param_groups[0]["params"] = [param]
+                optimizers.parameters[name] = [param]
+        # MoDGS re-creates the deformation's optimizer for stage 2.
+        for name in ("deform", "deform_time"):
+            if name in optimizers.optimizers:
+                optimizers.optimizers[name].state.clear()
+        # LRs and size thresholds are in normalized scene units (MoDGS scales the scene to
+        # [-1, 1]); our world keeps its own units, so scale the means LR by the world extent.
+        world = self.world_extent()
+        sched = optimizers.schedulers.get("means")
+        if sched is not None:
+            sched.base_lrs = [lr * world for lr in sched.base_lrs]
+            for group in optimizers.optimizers["means"].param_groups:
+                group["lr"] *= world
+        self.strategy_state = self.strategy.initialize_state(scene_scale=world)
+        CONSOLE.log(f"[bold]modgs: canonical initialization at step {step}: {n} Gaussians")
+
     # ------------------------------------------------------------------ training hooks
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        cbs = super().get_training_callbacks(training_callback_attributes)
+        cbs.append(
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                self.initialize_canonical,
+                iters=(self.config.stage1_steps,),
+                args=[training_callback_attributes.optimizers],
+            )
+        )
+        return cbs
+
     def step_cb(self, optimizers: Optimizers, step):
+        """Stores the global step; splatfacto's schedules (SH, densification) see the stage-2 step."""
         self._rebind_optimizers(optimizers)
-        super().step_cb(optimizers, step)
+        self.global_step = step
+        self.strategy_state["scene_scale"] = self.world_extent()  # also right after a resume
+        super().step_cb(optimizers, max(step - self.config.stage1_steps, 0))
+
+    def step_post_backward(self, step):
+        if self.in_stage1(step):
+            return  # nothing was rendered; the Gaussians are not being trained yet
+        self.strategy.step_post_backward(
+            params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state,
+            step=self.step, info=self.info, packed=False,
+        )
 
     def _rebind_optimizers(self, optimizers: Optimizers) -> None:
         """After loading a checkpoint the Gaussian tensors are new objects; point Adam at them."""
@@ -180,7 +364,12 @@ class ModgsModel(SplatfactoModel):
         self.last_size = (H, W)
         camera.rescale_output_resolution(scale)
 
-        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
+        if not self.training:
+            render_mode = "RGB+ED"  # normalized depth for viewing
+        elif self.config.depth_loss != "none":
+            render_mode = "RGB+D"  # accumulated depth, as MoDGS's rasterizer gives it
+        else:
+            render_mode = "RGB"
         if self.config.sh_degree > 0:
             sh_degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         else:
@@ -209,13 +398,15 @@ class ModgsModel(SplatfactoModel):
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
-        depth = None
+        out = {"rgb": rgb.squeeze(0), "depth": None, "accumulation": alpha.squeeze(0), "background": background}
         if render_mode == "RGB+ED":
             depth = render[..., 3:4]
-            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
+            out["depth"] = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
+        elif render_mode == "RGB+D":
+            out["depth_accumulated"] = render[..., 3:4].squeeze(0)
         if background.shape[0] == 3 and not self.training:
-            background = background.expand(H, W, 3)
-        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+            out["background"] = background.expand(H, W, 3)
+        return out
 
     # ------------------------------------------------------------------ losses and metrics
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
@@ -227,9 +418,19 @@ class ModgsModel(SplatfactoModel):
         l1 = torch.abs(gt - pred).mean()
         dssim = 1 - self.ssim(gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
         loss_dict = {"main_loss": self.config.l1_lambda * l1 + self.config.dssim_lambda * dssim}
+        if self.config.depth_loss != "none" and "depth_accumulated" in outputs and "depth_prior" in batch:
+            loss_dict["depth_loss"] = self.config.depth_loss_weight * self.depth_loss(
+                outputs["depth_accumulated"], batch["depth_prior"].to(self.device), batch["depth_valid"].to(self.device)
+            )
         if self.training:
             self.camera_optimizer.get_loss_dict(loss_dict)
         return loss_dict
+
+    def depth_loss(self, render: Tensor, prior: Tensor, valid: Tensor) -> Tensor:
+        if self.config.depth_loss == "pearson":
+            return pearson_depth_loss(render, prior, valid)
+        # Rendered depth in the deformation's normalized units: alpha = 100 is tuned for [-1, 1].
+        return ordinal_depth_loss(render * self.deform.scale, prior, valid, self.config.ordinal_pairs, self.config.ordinal_alpha)
 
     def get_image_metrics_and_images(self, outputs, batch):
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
@@ -238,3 +439,16 @@ class ModgsModel(SplatfactoModel):
         if outputs.get("depth") is not None:
             images["depth"] = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
         return metrics, images
+
+
+def voxel_downsample(points: Tensor, colors: Tensor, voxel: Tensor | float) -> Tuple[Tensor, Tensor]:
+    """Average points and colours per occupied voxel (as Open3D's voxel_down_sample)."""
+    voxel = float(voxel)
+    if voxel <= 0:
+        return points, colors
+    keys = torch.floor((points - points.min(0).values) / voxel).long()
+    _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
+    n = len(counts)
+    p = torch.zeros(n, 3, dtype=points.dtype).index_add_(0, inverse, points) / counts[:, None]
+    c = torch.zeros(n, colors.shape[1], dtype=colors.dtype).index_add_(0, inverse, colors) / counts[:, None]
+    return p, c

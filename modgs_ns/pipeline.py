@@ -1,0 +1,40 @@
+"""ModgsPipeline: the phase switch of one `ns-train modgs` run.
+
+Steps below N1 (the model's `stage1_steps`) train the deformation on cached 3D pairs and render
+nothing; from N1 on, splatfacto's usual image step runs. The switch lives here, at the level
+that decides what a training step is, as instruct-gs2gs does for its phases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Type
+
+import torch
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+
+
+@dataclass
+class ModgsPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: ModgsPipeline)
+
+
+class ModgsPipeline(VanillaPipeline):
+    def __init__(self, config: ModgsPipelineConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        outputs = self.datamanager.train_dataparser_outputs
+        self.model.scene_root = Path(outputs.metadata["modgs_root"])
+        self.model.frame_images = {Path(p).name: Path(p) for p in outputs.image_filenames}
+
+    def get_train_loss_dict(self, step: int):
+        if self.model.in_stage1(step):
+            loss_dict = self.model.stage1_loss_dict(step)
+            metrics = {"flow3d_rmse": torch.sqrt(loss_dict["flow3d_loss"].detach())}
+            return {}, loss_dict, metrics
+        return super().get_train_loss_dict(step)
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        if self.model.in_stage1(step):
+            return {}, {}  # no Gaussians worth rendering before the canonical initialization
+        return super().get_eval_image_metrics_and_images(step)

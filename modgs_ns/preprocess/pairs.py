@@ -1,0 +1,180 @@
+"""3D correspondence caches for stage 1 (method reference §2.8), built once per scene.
+
+Instead of MoDGS's O(T^2 N) pickle of 3D point pairs, two small files:
+- `caches/depth.npz`: the aligned depth of every training frame, its valid (prior-valid and
+  non-edge) mask, the static mask, per-frame scale/shift, times, intrinsics and poses;
+- `caches/pairs.npz`: for each frame a fixed random subset of valid source pixels and, for
+  each target frame within +-window, where those pixels land (int16, 1/16 px; -32768 = no
+  valid correspondence) after the cycle check and the target validity check, plus per-pair
+  valid counts for sampling. 3D points are re-created from the depth when sampled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.progress import Progress
+
+from modgs_ns.data.scene_format import load_depth_prior, training_frames
+from modgs_ns.preprocess.align import align_priors, nonedge_mask, static_mask, unproject
+from modgs_ns.preprocess.flow import DISFlow, cycle_consistent, sample_bilinear
+
+UV_SCALE = 16.0
+UV_INVALID = -32768
+DEPTH_CACHE = "caches/depth.npz"
+PAIRS_CACHE = "caches/pairs.npz"
+
+
+@dataclass
+class PairParams:
+    window: int = 8
+    """Targets within +-window frames of the source (MoDGS: 8)."""
+    cycle_threshold: float = 3.0
+    """Forward-backward flow consistency, pixels (MoDGS/OmniMotion: 3)."""
+    static_threshold: float = 0.8
+    """Static mask: neighbour flow magnitude below this, pixels (MoDGS: 0.8)."""
+    edge_quantile: float = 0.9
+    """Pixels above this quantile of 3D gradient are depth edges and dropped (MoDGS: 0.9)."""
+    points_per_frame: int = 20000
+    """Source pixels stored per frame (0 = every valid pixel)."""
+    flow: str = "dis-medium"
+    reference_frame: int = -1
+    """Frame the others are aligned to; -1 = the middle frame."""
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def caches_valid(root: Path, params: PairParams) -> bool:
+    """Both caches exist and were built with these parameters (a half-written file never has a key)."""
+    for rel in (DEPTH_CACHE, PAIRS_CACHE):
+        p = root / rel
+        if not p.is_file():
+            return False
+        try:
+            with np.load(p) as z:
+                if str(z["params_key"]) != params.key():
+                    return False
+        except Exception:  # truncated or foreign file (BadZipFile, EOFError, KeyError, ...)
+            return False
+    return True
+
+
+def _load_frames(root: Path, meta: dict):
+    frames = sorted(training_frames(meta), key=lambda f: (float(f["time"]), f["file_path"]))
+    imgs, priors, valid, c2ws = [], [], [], []
+    for f in frames:
+        img = cv2.imread(str(root / f["file_path"]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot read image {root / f['file_path']}")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        d, v = load_depth_prior(root / f["depth_prior_path"], img.shape[0], img.shape[1])
+        imgs.append(img)
+        priors.append(d)
+        valid.append(v)
+        c2ws.append(np.array(f["transform_matrix"], dtype=np.float64))
+    K = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]], dtype=np.float64)
+    times = np.array([float(f["time"]) for f in frames])
+    names = [Path(f["file_path"]).name for f in frames]
+    return np.stack(imgs), np.stack(priors), np.stack(valid), np.stack(c2ws), K, times, names
+
+
+def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = True) -> dict:
+    """Compute flows, alignment and pairs; write both caches atomically. Returns timings/sizes."""
+    imgs, priors, prior_valid, c2ws, K, times, names = _load_frames(root, meta)
+    T, H, W = priors.shape
+    win = max(1, min(params.window, T - 1))
+    offsets = np.array([o for o in range(-win, win + 1) if o != 0])
+    flow_fn = DISFlow(params.flow.split("-", 1)[1] if params.flow.startswith("dis") else "medium")
+    flows: dict[tuple[int, int], np.ndarray] = {}
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("modgs: optical flow (DIS)", total=sum(1 for i in range(T) for o in offsets if 0 <= i + o < T))
+        for i in range(T):
+            for o in offsets:
+                j = i + o
+                if 0 <= j < T:
+                    flows[(i, j)] = flow_fn(imgs[i], imgs[j])
+                    bar.advance(task)
+
+    neighbour = [flows[(i, i + 1)] for i in range(T - 1)] + [flows[(i + 1, i)] for i in range(T - 1)]
+    static = static_mask(neighbour, params.static_threshold)
+    ref = T // 2 if params.reference_frame < 0 else min(params.reference_frame, T - 1)
+    depth, scales, shifts = align_priors(priors, prior_valid, static, ref)
+    points = np.stack([unproject(depth[i], K, c2ws[i]) for i in range(T)])
+    valid = np.stack([prior_valid[i] & nonedge_mask(points[i], params.edge_quantile) for i in range(T)])
+
+    uv_scale = min(UV_SCALE, float(2 ** int(np.floor(np.log2(32000 / max(H, W))))))
+    rng = np.random.default_rng(params.seed)
+    M = params.points_per_frame
+    n_src = [int(v.sum()) for v in valid]
+    M = min(n_src) if M <= 0 else min(M, min(n_src))
+    src = np.zeros((T, M), dtype=np.int32)
+    tgt = np.full((T, len(offsets), M, 2), UV_INVALID, dtype=np.int16)
+    counts = np.zeros((T, T), dtype=np.int64)
+    xs, ys = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("modgs: 3D correspondence pairs", total=T)
+        for i in range(T):
+            idx = np.flatnonzero(valid[i].reshape(-1))
+            src[i] = np.sort(rng.choice(idx, size=M, replace=False))
+            for k, o in enumerate(offsets):
+                j = i + o
+                if not 0 <= j < T:
+                    continue
+                f = flows[(i, j)]
+                ok = cycle_consistent(f, flows[(j, i)], params.cycle_threshold) & valid[i]
+                qx, qy = xs + f[..., 0], ys + f[..., 1]
+                # All four bilinear neighbours of the target must be valid (rejects occlusion
+                # boundaries, depth edges and holes), as MoDGS's `> 1 - 1e-5` test does.
+                tv = sample_bilinear(valid[j].astype(np.float32)[..., None], qx, qy)
+                ok &= tv.reshape(H, W) > 1 - 1e-5
+                counts[i, j] = int(ok.sum())
+                sel = ok.reshape(-1)[src[i]]
+                uv = np.stack([qx.reshape(-1)[src[i]], qy.reshape(-1)[src[i]]], -1)
+                tgt[i, k][sel] = np.round(uv[sel] * uv_scale).astype(np.int16)
+            bar.advance(task)
+
+    key = np.array(params.key())
+    _atomic_savez(
+        root / DEPTH_CACHE,
+        params_key=key,
+        depth=depth,
+        valid=np.packbits(valid, axis=-1),
+        static=static,
+        scales=scales,
+        shifts=shifts,
+        reference=np.array(ref),
+        times=times,
+        names=np.array(names),
+        K=K,
+        c2w=c2ws,
+        shape=np.array([T, H, W]),
+    )
+    _atomic_savez(root / PAIRS_CACHE, params_key=key, src=src, tgt=tgt, offsets=offsets, counts=counts, uv_scale=np.array(uv_scale),
+                  params=np.array(json.dumps(asdict(params))))
+    return {
+        "depth_bytes": (root / DEPTH_CACHE).stat().st_size,
+        "pairs_bytes": (root / PAIRS_CACHE).stat().st_size,
+        "static_fraction": float(static.mean()),
+        "valid_pairs_mean": float(counts[counts > 0].mean()) if (counts > 0).any() else 0.0,
+    }
