@@ -128,13 +128,13 @@ modgs_method = MethodSpecification(
 # Minutes on 2 CPU cores. Trade-offs (each a documented departure from the paper settings):
 # a ~14x cheaper deformation network (64-wide instead of 256), 800 stage-1 steps of 4096 points
 # at learning rate 2e-3 decaying by 0.997 per step (instead of 500k steps of up to 300k points
-# at 1e-4 / 1e-3), a canonical cloud capped at 40k points from 4k points per frame, 1000 stage-2
+# at 1e-4 / 1e-3), a canonical cloud capped at 10k points from 4k points per frame, 600 stage-2
 # steps with densification compressed into them and no opacity resets, and 50k ordinal pairs
 # per step instead of 200k.
 modgs_cpu_method = MethodSpecification(
     config=_trainer(
         "modgs-cpu",
-        800 + 1000,
+        800 + 600,
         ModgsModelConfig(
             stage1_steps=800,
             stage1_points=4096,
@@ -144,11 +144,11 @@ modgs_cpu_method = MethodSpecification(
             deform_gabor_hidden=64,
             init_points_per_frame=4000,
             init_min_points=0,
-            init_max_points=40000,
+            init_max_points=10000,
             ordinal_pairs=50000,
-            warmup_length=200,
+            warmup_length=150,
             refine_every=100,
-            stop_split_at=700,
+            stop_split_at=450,
             reset_alpha_every=1000,
             densify_grad_thresh=0.0002,
             cull_alpha_thresh=0.005,

@@ -33,8 +33,3 @@ class ModgsPipeline(VanillaPipeline):
             metrics = {"flow3d_rmse": torch.sqrt(loss_dict["flow3d_loss"].detach())}
             return {}, loss_dict, metrics
         return super().get_train_loss_dict(step)
-
-    def get_eval_image_metrics_and_images(self, step: int):
-        if self.model.in_stage1(step):
-            return {}, {}  # no Gaussians worth rendering before the canonical initialization
-        return super().get_eval_image_metrics_and_images(step)

@@ -34,6 +34,7 @@ TINY = [
     "--pipeline.model.refine-every", "5",
     "--pipeline.model.densify-grad-thresh", "0.00005",
     "--steps-per-save", "5",
+    "--steps-per-eval-image", "4",  # evaluates in both stages
     "--save-only-latest-checkpoint", "False",
 ]
 
