@@ -59,7 +59,9 @@ def test_seed_points_and_dataset_depth_prior(scene):
     prior = np.load(out.metadata["depth_prior_filenames"][2])
     assert item["depth_prior"].shape == (36, 48, 1) and item["depth_valid"].dtype == torch.bool
     np.testing.assert_allclose(item["depth_prior"][..., 0].numpy(), prior)
-    assert bool(item["depth_valid"].all())
+    # Valid = finite prior minus the ~10% depth-edge pixels the caches mark (MoDGS's non-edge mask).
+    frac = float(item["depth_valid"].float().mean())
+    assert 0.85 < frac < 0.95, frac
     test_ds = ModgsDataset(parse(scene, "test"))
     assert "depth_prior" not in test_ds[0]  # held-out cameras have no prior
 
