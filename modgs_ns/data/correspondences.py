@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from modgs_ns.preprocess.align import unproject
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID
+from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_valid_masks
 
 
 class Correspondences:
@@ -21,10 +21,9 @@ class Correspondences:
         with np.load(root / DEPTH_CACHE) as z:
             T, H, W = (int(v) for v in z["shape"])
             self.depth = z["depth"]
-            self.valid = np.unpackbits(z["valid"], axis=-1, count=W).astype(bool)
             self.times = z["times"].astype(np.float32)
-            self.names = [str(n) for n in z["names"]]
             self.K, self.c2w = z["K"], z["c2w"]
+        self.names, self.valid = load_valid_masks(root)
         with np.load(root / PAIRS_CACHE) as z:
             self.src = torch.from_numpy(z["src"].astype(np.int64))
             self.tgt = torch.from_numpy(z["tgt"])

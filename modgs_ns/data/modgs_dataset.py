@@ -10,7 +10,7 @@ import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from modgs_ns.data.scene_format import load_depth_prior
-from modgs_ns.preprocess.pairs import DEPTH_CACHE
+from modgs_ns.preprocess.pairs import DEPTH_CACHE, load_valid_masks
 
 
 class ModgsDataset(InputDataset):
@@ -28,10 +28,8 @@ class ModgsDataset(InputDataset):
             self._nonedge = {}
             root = self.metadata.get("modgs_root")
             if root and (Path(root) / DEPTH_CACHE).is_file():
-                with np.load(Path(root) / DEPTH_CACHE) as z:
-                    W = int(z["shape"][2])
-                    valid = np.unpackbits(z["valid"], axis=-1, count=W).astype(bool)
-                    self._nonedge = {str(n): v for n, v in zip(z["names"], valid)}
+                names, valid = load_valid_masks(Path(root))
+                self._nonedge = dict(zip(names, valid))
         return self._nonedge
 
     def get_metadata(self, data: Dict) -> Dict:

@@ -160,7 +160,6 @@ class ModgsModel(SplatfactoModel):
             n_layers=c.deform_layers, feature_dims=c.deform_feature_dims, proj_dims=c.deform_proj_dims,
             hidden=tuple(c.deform_hidden), gabor_hidden=c.deform_gabor_hidden, seed=c.deform_seed,
         )
-        self.global_step = 0
         self._correspondences = None
         self.scene_root: Optional[Path] = None  # set by the pipeline
         self.frame_images: Dict[str, Path] = {}  # training image name -> path, set by the pipeline
@@ -258,13 +257,10 @@ class ModgsModel(SplatfactoModel):
             "opacities": torch.logit(torch.full((n, 1), 0.1)),
         }
         for name, value in new.items():
-            param = torch.nn.Parameter(value.to(self.device))
-            self.gauss_params[name] = param
             if name in optimizers.optimizers:
-                opt = optimizers.optimizers[name]
-                opt.state.clear()
-                opt.param_groups[0]["params"] = [param]
-                optimizers.parameters[name] = [param]
+                optimizers.optimizers[name].state.clear()  # fresh Adam moments for the new points
+            self.gauss_params[name] = torch.nn.Parameter(value.to(self.device))
+        self._rebind_optimizers(optimizers)
         # MoDGS re-creates the deformation's optimizer for stage 2.
         for name in ("deform", "deform_time"):
             if name in optimizers.optimizers:
@@ -294,9 +290,8 @@ class ModgsModel(SplatfactoModel):
         return cbs
 
     def step_cb(self, optimizers: Optimizers, step):
-        """Stores the global step; splatfacto's schedules (SH, densification) see the stage-2 step."""
+        """splatfacto's schedules (SH, densification) see the stage-2 step."""
         self._rebind_optimizers(optimizers)
-        self.global_step = step
         self.strategy_state["scene_scale"] = self.world_extent()  # also right after a resume
         super().step_cb(optimizers, max(step - self.config.stage1_steps, 0))
 

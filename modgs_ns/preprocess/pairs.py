@@ -65,6 +65,13 @@ def _atomic_savez(path: Path, **arrays) -> None:
         raise
 
 
+def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
+    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
+    with np.load(Path(root) / DEPTH_CACHE) as z:
+        W = int(z["shape"][2])
+        return [str(n) for n in z["names"]], np.unpackbits(z["valid"], axis=-1, count=W).astype(bool)
+
+
 def caches_valid(root: Path, params: PairParams) -> bool:
     """Both caches exist and were built with these parameters (a half-written file never has a key)."""
     for rel in (DEPTH_CACHE, PAIRS_CACHE):
