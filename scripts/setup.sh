@@ -25,3 +25,6 @@ if .venv/bin/pip show -q opencv-python >/dev/null 2>&1; then
   echo "setup: error: opencv-python is installed beside opencv-python-headless; run .venv/bin/pip uninstall opencv-python && .venv/bin/pip install --force-reinstall opencv-python-headless" >&2
   exit 1
 fi
+# Build the compiled CPU rasterizer now (cached under ~/.cache/modgs_ns, ~40 s once) rather than in
+# the first training step. Without a C++ compiler this prints one warning and the PyTorch path is used.
+TORCH_COMPILE_DISABLE=1 .venv/bin/python -m modgs_ns.model.rasterize_cpp || true

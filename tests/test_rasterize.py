@@ -1,14 +1,30 @@
-"""The CPU rasterizer against independent references: gsplat's torch projection formulas, a plain
-per-pixel / per-Gaussian compositing loop, and finite differences."""
+"""The CPU rasterizers (PyTorch path and compiled kernel) against independent references: gsplat's
+torch projection formulas, a plain per-pixel / per-Gaussian compositing loop, and finite differences."""
 
+import functools
 import math
+import shutil
 
 import pytest
 import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
-from modgs_ns.model.rasterize import rasterization
-from modgs_ns.model.rasterize_torch import TILE, eval_sh, quat_scale_to_covar
+from modgs_ns.model import rasterize as rasterize_module
+from modgs_ns.model import rasterize_cpp
+from modgs_ns.model.rasterize_torch import TILE, eval_sh, quat_scale_to_covar, tile_intersections
+
+BACKENDS = ["torch", "cpp"]
+
+
+@pytest.fixture(params=BACKENDS)
+def rasterization(request):
+    """rasterization() bound to one CPU backend. The compiled one must build wherever a C++
+    compiler exists (first use compiles it, ~40 s)."""
+    if request.param == "cpp" and not rasterize_cpp.available():
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(f"compiled rasterizer did not build: {rasterize_cpp._error}")
+        pytest.skip("no C++ compiler on this machine")
+    return functools.partial(rasterize_module.rasterization, cpu_backend=request.param)
 
 
 def make_scene(n=24, seed=0, dtype=torch.float64, width=40, height=32):
@@ -70,13 +86,13 @@ def dense_reference(means, quats, scales, opac, colors, viewmat, K, width, heigh
     return img, dep, alp, radii, m2d
 
 
-def test_covariance_matches_gsplat_formula():
+def test_covariance_matches_gsplat_formula():  # shared by both backends
     means, quats, scales, *_ = make_scene()
     ref, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False, triu=False)
     torch.testing.assert_close(quat_scale_to_covar(quats, scales), ref, rtol=1e-12, atol=1e-12)
 
 
-def test_image_depth_alpha_match_per_pixel_loop():
+def test_image_depth_alpha_match_per_pixel_loop(rasterization):
     scene = make_scene()
     bg = torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)
     render, alpha, info = rasterization(*scene, render_mode="RGB+D", backgrounds=bg[None])
@@ -89,7 +105,7 @@ def test_image_depth_alpha_match_per_pixel_loop():
     torch.testing.assert_close(info["means2d"][0], m2d, rtol=1e-12, atol=1e-10)
 
 
-def test_expected_depth_and_saturation():
+def test_expected_depth_and_saturation(rasterization):
     # A single opaque, large Gaussian: expected depth equals its depth wherever alpha > 0.
     means = torch.tensor([[0.0, 0.0, 4.0]], dtype=torch.float64)
     quats = torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64)
@@ -117,7 +133,7 @@ def test_sh_degree_zero_and_view_dependence():
     torch.testing.assert_close(eval_sh(1, dirs, coeffs), ref)
 
 
-def test_gradients_match_finite_differences():
+def test_gradients_match_finite_differences(rasterization):
     means, quats, scales, opac, colors, viewmat, K, W, H = make_scene(n=10, seed=3, width=24, height=20)
     loss_w = torch.randn(1, H, W, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
@@ -129,7 +145,7 @@ def test_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_batched_cameras_equal_single_renders():
+def test_batched_cameras_equal_single_renders(rasterization):
     means, quats, scales, opac, colors, viewmat, K, W, H = make_scene(dtype=torch.float32)
     v2 = viewmat.clone()
     v2[0, 0, 3] = 0.3
@@ -139,7 +155,7 @@ def test_batched_cameras_equal_single_renders():
     assert info["radii"].shape == (2, len(means)) and info["n_cameras"] == 2
 
 
-def test_default_strategy_densifies_on_cpu():
+def test_default_strategy_densifies_on_cpu(rasterization):
     from gsplat.strategy import DefaultStrategy
 
     means, quats, scales, opac, colors, viewmat, K, W, H = make_scene(n=30, dtype=torch.float32)
@@ -172,13 +188,13 @@ def test_default_strategy_densifies_on_cpu():
     assert all(len(p) == len(params["means"]) for p in params.values())
 
 
-def test_cuda_tensors_are_never_required_on_cpu():
+def test_cuda_tensors_are_never_required_on_cpu(rasterization):
     scene = make_scene(dtype=torch.float32)
     with pytest.raises(ValueError):
         rasterization(*scene, absgrad=True)
 
 
-def test_float32_matches_float64():
+def test_float32_matches_float64(rasterization):
     # The CPU path evaluates sigma as a quadratic form in tile-local coordinates; float32 must hold up.
     s64 = make_scene(n=300, width=160, height=120)
     s32 = [x.float() if torch.is_tensor(x) else x for x in s64]
@@ -186,3 +202,92 @@ def test_float32_matches_float64():
     r32, a32, _ = rasterization(*s32, render_mode="RGB+D")
     assert (r64[..., :3] - r32[..., :3].double()).abs().max() < 1e-4
     assert (a64 - a32.double()).abs().max() < 1e-4
+
+
+def _random_scene(n, width, height, seed=0, dtype=torch.float32):
+    """Gaussians 1-16 px across filling the view, as in scripts/benchmark_rasterizer.py."""
+    g = torch.Generator().manual_seed(seed)
+    f = float(width)
+    z = torch.rand(n, generator=g) * 4 + 2
+    means = torch.stack([(torch.rand(n, generator=g) - 0.5) * width / f * z, (torch.rand(n, generator=g) - 0.5) * height / f * z, z], -1)
+    px = torch.exp(torch.rand(n, 1, generator=g) * math.log(16.0))
+    scales = px * z[:, None] / f / 3.0 * (0.5 + torch.rand(n, 3, generator=g))
+    K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])[None]
+    scene = (means, torch.randn(n, 4, generator=g), scales, torch.rand(n, generator=g) * 0.9 + 0.1, torch.rand(n, 3, generator=g), torch.eye(4)[None], K)
+    return [t.to(dtype) for t in scene] + [width, height]
+
+
+@pytest.fixture
+def compiled():
+    if not rasterize_cpp.available():
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(f"compiled rasterizer did not build: {rasterize_cpp._error}")
+        pytest.skip("no C++ compiler on this machine")
+    return rasterize_cpp._ext
+
+
+def test_compiled_tile_lists_equal_pytorch_sort(compiled):
+    means, quats, scales, opac, colors, viewmat, K, W, H = _random_scene(3000, 200, 120)
+    from modgs_ns.model.rasterize_torch import project
+
+    m2d, _, depths, radii = project(means, quat_scale_to_covar(quats, scales), viewmat[0], K[0], W, H, 0.01, 1e10)
+    tx, ty = math.ceil(W / TILE), math.ceil(H / TILE)
+    _, gauss_id, counts = tile_intersections(m2d, radii, depths, tx, ty)
+    offsets, ids = compiled.tile_lists(m2d.contiguous(), radii.int(), torch.argsort(depths, stable=True), tx, ty)
+    assert len(ids) > 3000
+    assert torch.equal(ids, gauss_id.long())
+    assert torch.equal(offsets[1:] - offsets[:-1], counts)
+
+
+def test_compiled_matches_pytorch_on_a_dense_scene_float32(compiled):
+    # Thousands of overlapping Gaussians, saturating pixels: forward and every gradient agree.
+    scene = _random_scene(4000, 160, 96, seed=2)
+    w = torch.randn(1, 96, 160, 4, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for backend in BACKENDS:
+        params = [t.clone().requires_grad_(True) for t in scene[:5]]
+        render, alpha, info = rasterize_module.rasterization(*params, *scene[5:], render_mode="RGB+D", cpu_backend=backend)
+        ((render * w).sum() + alpha.sum()).backward()
+        out[backend] = (render.detach(), alpha.detach(), [p.grad for p in params])
+    (r0, a0, g0), (r1, a1, g1) = out["torch"], out["cpp"]
+    assert a0.mean() > 0.5
+    assert (r0 - r1).abs().max() < 2e-4 and (a0 - a1).abs().max() < 2e-4
+    for name, x, y in zip(["means", "quats", "scales", "opacities", "colors"], g0, g1):
+        rel = (x - y).norm() / x.norm()
+        assert rel < 1e-3, (name, float(rel))
+
+
+def test_compiled_backward_is_deterministic(compiled):
+    scene = _random_scene(2000, 128, 128, seed=5)
+    grads = []
+    for _ in range(2):
+        params = [t.clone().requires_grad_(True) for t in scene[:5]]
+        render, alpha, _ = rasterize_module.rasterization(*params, *scene[5:], cpu_backend="cpp")
+        (render.square().sum() + alpha.sum()).backward()
+        grads.append([p.grad for p in params])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_missing_compiler_falls_back_with_one_warning(tmp_path):
+    # A fresh process whose compiler does not exist: "auto" renders through PyTorch and says so once.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, sys; sys.path.insert(0, 'tests');"
+        "from test_rasterize import make_scene;"
+        "from modgs_ns.model.rasterize import rasterization;"
+        "s = make_scene(dtype=torch.float32);"
+        "r1, a1, _ = rasterization(*s); r2, a2, _ = rasterization(*s, cpu_backend='torch');"
+        "assert torch.equal(r1, r2) and a1.max() > 0.5;"
+        "rasterization(*s); print('ok')"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), MODGS_EXTENSIONS_DIR=str(tmp_path / "ext"))
+    env.pop("MODGS_CPU_RASTERIZER", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+    lines = [l for l in out.stderr.splitlines() if "modgs:" in l]
+    assert len(lines) == 1 and "compiled CPU rasterizer unavailable" in lines[0] and "using the PyTorch path" in lines[0], out.stderr[-2000:]

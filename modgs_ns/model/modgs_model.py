@@ -47,6 +47,9 @@ class ModgsModelConfig(SplatfactoModelConfig):
     num_downscales: int = 0
     use_absgrad: bool = False
     """absgrad needs gsplat's CUDA backward; the CPU rasterizer gives plain gradients."""
+    cpu_rasterizer: Literal["auto", "cpp", "torch"] = "auto"
+    """CPU tensors only: the compiled kernel ("cpp"; "auto" falls back to "torch" with a warning when
+    it cannot be built) or the pure PyTorch path. CUDA tensors always go to gsplat."""
     l1_lambda: float = 1.0
     dssim_lambda: float = 0.2
     """Photometric loss l1_lambda * L1 + dssim_lambda * (1 - SSIM), as MoDGS (not splatfacto's convex mix)."""
@@ -387,6 +390,7 @@ class ModgsModel(SplatfactoModel):
             sh_degree=sh_degree,
             absgrad=self.strategy.absgrad,
             rasterize_mode=self.config.rasterize_mode,
+            cpu_backend=self.config.cpu_rasterizer,
         )
         if self.training:
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)

@@ -9,11 +9,32 @@ machine with nvcc but no GPU starts a half-hour JIT build.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from torch import Tensor
 
-from modgs_ns.model.rasterize_torch import rasterization_torch
+from modgs_ns.model import rasterize_cpp
+from modgs_ns.model.rasterize_torch import rasterization_torch, rasterize_image
+
+CPU_BACKENDS = ("auto", "cpp", "torch")
+
+
+def cpu_compositor(backend: Optional[str] = None):
+    """The per-pixel compositor for CPU tensors: the compiled kernel when it builds ("auto", the
+    default), or the PyTorch one. `MODGS_CPU_RASTERIZER=torch|cpp` decides where "auto" is asked."""
+    if backend in (None, "auto"):
+        backend = os.environ.get("MODGS_CPU_RASTERIZER", "auto")
+    if backend not in CPU_BACKENDS:
+        raise ValueError(f"unknown CPU rasterizer {backend!r}; choose one of {', '.join(CPU_BACKENDS)}")
+    if backend == "torch":
+        return rasterize_image
+    if rasterize_cpp.available():
+        return rasterize_cpp.rasterize_image_cpp
+    if backend == "cpp":
+        raise RuntimeError(f"compiled CPU rasterizer unavailable: {rasterize_cpp._error}")
+    rasterize_cpp.warn_unavailable()
+    return rasterize_image
 
 
 def rasterization(
@@ -34,6 +55,7 @@ def rasterization(
     packed: bool = False,
     absgrad: bool = False,
     rasterize_mode: str = "classic",
+    cpu_backend: Optional[str] = None,
 ):
     if means.is_cuda:
         from gsplat.rendering import rasterization as gsplat_rasterization
@@ -49,5 +71,5 @@ def rasterization(
     return rasterization_torch(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
-        backgrounds=backgrounds, render_mode=render_mode,
+        backgrounds=backgrounds, render_mode=render_mode, composite=cpu_compositor(cpu_backend),
     )

@@ -16,7 +16,7 @@ Gaussians in chunks, so memory stays bounded by the number of tile-Gaussian inte
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -270,8 +270,13 @@ def rasterization_torch(
     sh_degree: Optional[int] = None,
     backgrounds: Optional[Tensor] = None,
     render_mode: str = "RGB",
+    composite: Callable = rasterize_image,
 ):
-    """gsplat-compatible outputs: render [C,H,W,D], alpha [C,H,W,1], info (what DefaultStrategy reads)."""
+    """gsplat-compatible outputs: render [C,H,W,D], alpha [C,H,W,1], info (what DefaultStrategy reads).
+
+    `composite` does the per-pixel work for one camera (this module's `rasterize_image` or the
+    compiled `rasterize_cpp.rasterize_image_cpp`); projection and everything else is shared.
+    """
     assert render_mode in ("RGB", "D", "ED", "RGB+D", "RGB+ED"), render_mode
     C = viewmats.shape[0]
     covars = quat_scale_to_covar(quats, scales)
@@ -290,7 +295,7 @@ def rasterization_torch(
             col = torch.clamp_min(eval_sh(sh_degree, means - campos, colors) + 0.5, 0.0)
         d = depths[ci][:, None]
         feats = {"RGB": [col], "D": [d], "ED": [d], "RGB+D": [col, d], "RGB+ED": [col, d]}[render_mode]
-        img, alpha = rasterize_image(means2d[ci], conics[ci], opacities, torch.cat(feats, -1), depths[ci], radii[ci], width, height)
+        img, alpha = composite(means2d[ci], conics[ci], opacities, torch.cat(feats, -1), depths[ci], radii[ci], width, height)
         if render_mode in ("ED", "RGB+ED"):
             img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp_min(1e-10)], -1)
         if backgrounds is not None:
