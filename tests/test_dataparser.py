@@ -21,15 +21,15 @@ def scene(tmp_path_factory):
     return root
 
 
-def parse(root, split):
-    return ModgsDataParserConfig(data=root).setup().get_dataparser_outputs(split=split)
+def parse(root, split, **kw):
+    return ModgsDataParserConfig(data=root, **kw).setup().get_dataparser_outputs(split=split)
 
 
 def test_times_split_and_poses(scene):
     meta = json.loads((scene / "transforms.json").read_text())
     by_name = {f["file_path"].split("/")[-1]: f for f in meta["frames"]}
     for split, n in (("train", 6), ("val", 4), ("test", 12)):
-        out = parse(scene, split)
+        out = parse(scene, split, test_camera_scale_method="none")
         assert len(out.image_filenames) == n
         names = [p.name for p in out.image_filenames]
         assert all(("train" in x) == (split == "train") for x in names)
@@ -96,3 +96,18 @@ def test_missing_depth_file_is_one_line_error(scene, tmp_path, capsys):
         parse(broken, "train")
     err = capsys.readouterr().err.strip()
     assert "train_00003.npy" in err.replace("\n", "") and "missing depth prior" in err
+
+
+def test_held_out_cameras_are_placed_at_the_given_scale(scene):
+    # Each test camera keeps its orientation and direction from the training camera; its offset
+    # from the training camera is multiplied by the scale.
+    meta = json.loads((scene / "transforms.json").read_text())
+    by_name = {f["file_path"].split("/")[-1]: f for f in meta["frames"]}
+    train = {f["time"]: np.array(f["transform_matrix"]) for f in meta["frames"] if f["camera"] == "train"}
+    out = parse(scene, "test", test_camera_scale=0.25)
+    for name, c2w in zip([p.name for p in out.image_filenames], out.cameras.camera_to_worlds.numpy()):
+        f = by_name[name]
+        ref, orig = train[f["time"]], np.array(f["transform_matrix"])
+        np.testing.assert_allclose(c2w[:3, :3], orig[:3, :3], atol=1e-6)
+        np.testing.assert_allclose(c2w[:3, 3] - ref[:3, 3], 0.25 * (orig[:3, 3] - ref[:3, 3]), atol=1e-5)
+        assert np.linalg.norm(orig[:3, 3] - ref[:3, 3]) > 0.1

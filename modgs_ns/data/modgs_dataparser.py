@@ -10,15 +10,18 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import Literal, Optional, Type
 
+import cv2
+import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from modgs_ns.data.scene_format import SceneFormatError, load_scene_meta, validate_scene
-from modgs_ns.preprocess.pairs import PairParams, build_caches, caches_valid
+from modgs_ns.data.scene_format import SceneFormatError, load_scene_meta, training_frames, validate_scene
+from modgs_ns.eval.placement import ScaleEstimate, combine, place, relative_pose, scale_from_matches, scale_from_metric_depth
+from modgs_ns.preprocess.pairs import DEPTH_CACHE, PairParams, build_caches, caches_valid, load_valid_masks
 
 
 @dataclass
@@ -34,6 +37,12 @@ class ModgsDataParserConfig(NerfstudioDataParserConfig):
     downscale_factor: int = 1
     pairs: PairParams = field(default_factory=PairParams)
     """Flow, depth alignment and 3D-pair cache settings (built on first use, then reused)."""
+    test_camera_scale: Optional[float] = None
+    """Reconstruction units per scene unit for placing val/test cameras; None = solve it (see
+    test_camera_scale_method). The reconstruction has the aligned depth prior's scale."""
+    test_camera_scale_method: Literal["auto", "metric-depth", "matches", "none"] = "auto"
+    """auto: metric-depth when the scene has metric depth for its training frames, else matches
+    (SIFT between training and test images at the same time); none: poses as given (scale 1)."""
 
 
 class ModgsDataParser(Nerfstudio):
@@ -87,7 +96,60 @@ class ModgsDataParser(Nerfstudio):
         ]
         outputs.metadata["modgs"] = meta.get("modgs", {})
         outputs.metadata["modgs_root"] = str(data_dir)
+        if split != "train" and any(c != "train" for c in outputs.metadata["frame_cameras"]):
+            outputs.cameras.camera_to_worlds = self._place_held_out_cameras(data_dir, meta, frames, outputs.cameras)
         return outputs
+
+    def _place_held_out_cameras(self, data_dir: Path, meta: dict, frames: list, cameras: Cameras) -> torch.Tensor:
+        """Held-out poses moved into the reconstruction's units relative to the training camera at
+        the same time (modgs_ns/eval/placement.py); the estimate is kept in `self.test_camera_scale`."""
+        train = sorted(training_frames(meta), key=lambda f: float(f["time"]))
+        t_train = np.array([float(f["time"]) for f in train])
+        est = self.test_camera_scale = self._solve_test_camera_scale(data_dir, meta, frames, train, t_train)
+        c2w = cameras.camera_to_worlds.clone()
+        for i, f in enumerate(frames):
+            if f.get("camera", "train") == "train":
+                continue
+            ref = train[int(np.argmin(np.abs(t_train - float(f["time"]))))]
+            c2w[i] = torch.from_numpy(place(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]), est.scale)).to(c2w)
+        return c2w
+
+    def _solve_test_camera_scale(self, data_dir, meta, frames, train, t_train) -> ScaleEstimate:
+        if self.config.test_camera_scale is not None:
+            return ScaleEstimate(float(self.config.test_camera_scale), "given", 0)
+        method = self.config.test_camera_scale_method
+        if method == "none":
+            return ScaleEstimate(1.0, "none", 0)
+        try:
+            if not caches_valid(data_dir, self.config.pairs):
+                print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
+                build_caches(data_dir, meta, self.config.pairs)
+            names, valid = load_valid_masks(data_dir)
+            with np.load(data_dir / DEPTH_CACHE) as z:
+                aligned, K = z["depth"], z["K"]
+            row = {n: i for i, n in enumerate(names)}
+            has_metric = all(f.get("gt_depth_path") for f in train)
+            if method == "metric-depth" or (method == "auto" and has_metric):
+                metric = np.stack([np.load(data_dir / f["gt_depth_path"]) for f in train])
+                idx = [row[Path(f["file_path"]).name] for f in train]
+                est = scale_from_metric_depth(aligned[idx], valid[idx], metric)
+            else:
+                held = [f for f in frames if f.get("camera", "train") != "train"]
+                pick = held[:: max(1, len(held) // 12)]
+                results = []
+                for f in pick:
+                    ref = train[int(np.argmin(np.abs(t_train - float(f["time"]))))]
+                    i = row[Path(ref["file_path"]).name]
+                    img_a = cv2.cvtColor(cv2.imread(str(data_dir / ref["file_path"])), cv2.COLOR_BGR2RGB)
+                    img_b = cv2.cvtColor(cv2.imread(str(data_dir / f["file_path"])), cv2.COLOR_BGR2RGB)
+                    rel = relative_pose(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]))
+                    results.append(scale_from_matches(img_a, aligned[i], K, img_b, K, rel, valid[i]))
+                est = combine(results)
+        except (OSError, KeyError, ValueError) as err:
+            print(f"modgs-data: error: cannot place the held-out cameras ({err}); pass --pipeline.datamanager.dataparser.test-camera-scale", file=sys.stderr, flush=True)
+            sys.exit(1)
+        print(f"modgs-data: held-out cameras placed with scale {est.scale:.5g} (reconstruction units per scene unit, {est.method}, support {est.support})", file=sys.stderr)
+        return est
 
 
 modgs_dataparser = DataParserSpecification(

@@ -30,6 +30,8 @@ class SynthConfig:
     """Total yaw swept by the training camera in orbit mode."""
     motion_amplitude: float = 1.0
     """Scales the objects' translation, rotation and deformation."""
+    objects: Literal["all", "rigid", "nonrigid"] = "all"
+    """Dynamic objects: all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only)."""
     test_yaws: tuple[float, ...] = (15.0, -15.0)
     """Held-out cameras: yaw (degrees) about the scene centre relative to the training camera."""
     fov_x_degrees: float = 60.0
@@ -87,7 +89,7 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
         (root / sub).mkdir()
     T, W, H = cfg.num_frames, cfg.width, cfg.height
     K = S.intrinsics(W, H, cfg.fov_x_degrees)
-    params = S.SceneParams(motion_amplitude=cfg.motion_amplitude, seed=cfg.seed)
+    params = S.SceneParams(motion_amplitude=cfg.motion_amplitude, seed=cfg.seed, objects=cfg.objects)
     scales, shifts = frame_affine(T, cfg.seed, cfg.prior)
     cameras = [("train", None)] + [(f"test{i}", yaw) for i, yaw in enumerate(cfg.test_yaws)]
     frames, train_names, val_names, test_names = [], [], [], []

@@ -82,6 +82,8 @@ def box_texture(local):
 class SceneParams:
     motion_amplitude: float = 1.0
     seed: int = 0
+    objects: str = "all"
+    """all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only)."""
 
 
 def scene_at(t: float, params: SceneParams) -> list:
@@ -120,7 +122,8 @@ def scene_at(t: float, params: SceneParams) -> list:
         texture=blob_texture,
         object_id=4,
     )
-    return [wall, floor, ball, box, blob]
+    dynamic = {"all": [ball, box, blob], "rigid": [ball, box], "nonrigid": [blob]}[params.objects]
+    return [wall, floor, *dynamic]
 
 
 # ----------------------------------------------------------------------------- cameras

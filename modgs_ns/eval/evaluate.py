@@ -1,0 +1,136 @@
+"""Render every held-out camera at its time and score it (the core of `modgs-eval`).
+
+Tensors in, numbers and images out; the CLI (modgs_ns/scripts/eval.py) only loads the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from modgs_ns.eval.metrics import LPIPS, image_metrics, mean_metrics
+
+FLIP = np.diag([1.0, -1.0, -1.0])
+
+
+def covisibility_mask(
+    depth_test: np.ndarray, K_test: np.ndarray, c2w_test: np.ndarray,
+    depth_train: np.ndarray, K_train: np.ndarray, c2w_train: np.ndarray, rel_tol: float = 0.03,
+) -> np.ndarray:
+    """Test pixels whose surface point (from metric depth) the training camera also sees at that
+    time: it projects inside the training image, in front of it, and within rel_tol of the
+    training depth there (not occluded). Poses are the scene's own (OpenGL c2w), same units."""
+    H, W = depth_test.shape
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    z = depth_test
+    cam = np.stack([(u - K_test[0, 2]) / K_test[0, 0] * z, (v - K_test[1, 2]) / K_test[1, 1] * z, z], -1) @ FLIP
+    world = cam @ np.asarray(c2w_test)[:3, :3].T + np.asarray(c2w_test)[:3, 3]
+    R, t = np.asarray(c2w_train)[:3, :3], np.asarray(c2w_train)[:3, 3]
+    p = ((world - t) @ R) @ FLIP  # OpenCV coordinates of the training camera
+    zt = p[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pu = K_train[0, 0] * p[..., 0] / zt + K_train[0, 2]
+        pv = K_train[1, 1] * p[..., 1] / zt + K_train[1, 2]
+    Ht, Wt = depth_train.shape
+    inside = np.isfinite(z) & (zt > 1e-6) & (pu >= 0) & (pu < Wt) & (pv >= 0) & (pv < Ht)
+    iu = np.clip(np.floor(np.nan_to_num(pu)).astype(int), 0, Wt - 1)
+    iv = np.clip(np.floor(np.nan_to_num(pv)).astype(int), 0, Ht - 1)
+    seen = depth_train[iv, iu]
+    return inside & np.isfinite(seen) & (np.abs(seen - zt) <= rel_tol * zt)
+
+
+def error_heatmap(pred: np.ndarray, gt: np.ndarray, vmax: float = 0.5) -> np.ndarray:
+    err = np.clip(np.abs(pred - gt).mean(-1) / vmax, 0, 1)
+    return cv2.applyColorMap((err * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1] / 255.0
+
+
+def depth_colormap(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    ok = alpha > 0.5
+    d = depth.copy()
+    lo, hi = (np.percentile(d[ok], 2), np.percentile(d[ok], 98)) if ok.any() else (0.0, 1.0)
+    x = np.clip((d - lo) / max(hi - lo, 1e-9), 0, 1)
+    img = cv2.applyColorMap(((1 - x) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1] / 255.0
+    return img * ok[..., None]
+
+
+def write_grid(path: Path, gt: np.ndarray, pred: np.ndarray, depth: np.ndarray, alpha: np.ndarray, label: str) -> None:
+    """One row: GT | render | |error| | depth, with a caption."""
+    row = np.concatenate([gt, pred, error_heatmap(pred, gt), depth_colormap(depth, alpha)], 1)
+    img = (np.clip(row, 0, 1) * 255).astype(np.uint8)[..., ::-1].copy()
+    for i, name in enumerate(["GT", "render", "|error|", "depth"]):
+        cv2.putText(img, name, (i * gt.shape[1] + 4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, label, (4, img.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+def _read_mask(path) -> Optional[np.ndarray]:
+    if path is None or not Path(path).is_file():
+        return None
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return None if m is None else m > 127
+
+
+@torch.no_grad()
+def evaluate_pipeline(
+    pipeline, output_dir: Path, lpips_nets: tuple[str, ...] = ("alex", "vgg"), lpips_weights: Optional[Path] = None,
+    modgs_protocol: bool = False, grid_every: int = 8, masks: tuple[str, ...] = ("dynamic", "covisible"),
+) -> dict:
+    """Scores every image of the pipeline's eval dataset; writes metrics.json and grids/ under output_dir."""
+    model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
+    model.eval()
+    meta = dataset.metadata
+    parser_meta = json.loads((Path(meta["modgs_root"]) / "transforms.json").read_text())
+    frames_by_name = {Path(f["file_path"]).name: f for f in parser_meta["frames"]}
+    train_by_time = {}
+    for f in parser_meta["frames"]:
+        if f.get("camera", "train") == "train":
+            train_by_time[round(float(f["time"]), 6)] = f
+    lpips = [LPIPS(n, lpips_weights) for n in lpips_nets]
+    notes = [lp.reason for lp in lpips if not lp.available]
+    lpips = [lp for lp in lpips if lp.available]
+    root = Path(meta["modgs_root"])
+    K_all = dataset.cameras.get_intrinsics_matrices().numpy()
+    rows = []
+    n = len(dataset)
+    with Progress() as progress:
+        task = progress.add_task("rendering and scoring held-out views", total=n)
+        for i in range(n):
+            name = Path(dataset.image_filenames[i]).name
+            frame = frames_by_name.get(name, {})
+            camera = dataset.cameras[i : i + 1]
+            out = model.get_outputs_for_camera(camera)
+            pred = out["rgb"].float().cpu()
+            alpha = out["accumulation"][..., 0].float().cpu()
+            depth = out["depth"][..., 0].float().cpu()
+            gt = dataset.get_image_float32(i)[..., :3].cpu()
+            image_masks = {}
+            if "dynamic" in masks:
+                dyn = _read_mask(meta["dynamic_mask_filenames"][i]) if meta.get("dynamic_mask_filenames") else None
+                if dyn is not None:
+                    image_masks["dynamic"] = torch.from_numpy(dyn)
+            if "covisible" in masks and frame.get("gt_depth_path"):
+                ref = train_by_time.get(round(float(frame["time"]), 6))
+                if ref is not None and ref.get("gt_depth_path"):
+                    cov = covisibility_mask(
+                        np.load(root / frame["gt_depth_path"]), K_all[i], np.array(frame["transform_matrix"]),
+                        np.load(root / ref["gt_depth_path"]), K_all[i], np.array(ref["transform_matrix"]),
+                    )
+                    image_masks["covisible"] = torch.from_numpy(cov)
+            m = image_metrics(pred, gt, image_masks, lpips, alpha=alpha, modgs_protocol=modgs_protocol)
+            rows.append({"image": name, "camera": frame.get("camera"), "time": float(camera.times[0, 0]) if camera.times is not None else None, **m})
+            if grid_every > 0 and i % grid_every == 0:
+                write_grid(output_dir / "grids" / f"{Path(name).stem}.png", gt.numpy(), pred.numpy(), depth.numpy(), alpha.numpy(),
+                           f"{name}  t={rows[-1]['time']:.3f}  PSNR {m['psnr']:.2f}")
+            progress.advance(task)
+    by_camera = {}
+    for cam in sorted({r["camera"] for r in rows if r["camera"]}):
+        by_camera[cam] = mean_metrics([r for r in rows if r["camera"] == cam])
+    return {"mean": mean_metrics(rows), "per_camera": by_camera, "images": rows, "notes": notes,
+            "protocol": "modgs-alpha-masked" if modgs_protocol else "full"}

@@ -1,0 +1,105 @@
+"""modgs-eval: score a trained modgs run on its held-out cameras.
+
+Renders every test camera at its time (placed in the reconstruction's units, see
+modgs_ns/eval/placement.py), computes PSNR / SSIM / LPIPS (AlexNet and VGG when their weights are
+available offline) on the full image and inside the scene's dynamic and co-visibility masks, and
+writes metrics.json (per image, per camera, mean) plus GT | render | error | depth grids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import tyro
+
+
+@dataclass
+class EvalArgs:
+    load_config: Path
+    """config.yml of a trained modgs run."""
+    output_dir: Optional[Path] = None
+    """Where metrics.json and grids/ go (default: eval/ next to the config)."""
+    split: Literal["test", "val"] = "test"
+    test_camera_scale: Optional[float] = None
+    """Reconstruction units per scene unit for the held-out poses; default: solved (and reported)."""
+    scale_method: Literal["auto", "metric-depth", "matches", "none"] = "auto"
+    """How to solve the scale: metric depth of the training frames, SIFT matches train/test, or none."""
+    lpips_weights: Optional[Path] = None
+    """Folder with torchvision's alexnet-owt-7be5be79.pth / vgg16-397923af.pth (no download here)."""
+    lpips_nets: tuple[str, ...] = ("alex", "vgg")
+    protocol: Literal["full", "modgs"] = "full"
+    """full: metrics on whole images (and masks); modgs: MoDGS's own protocol, both images multiplied
+    by the rendered alpha > 0.5 first."""
+    grid_every: int = 8
+    """Write a GT | render | error | depth grid for every N-th image (0: none)."""
+
+
+def main(args: EvalArgs) -> int:
+    os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+    if not args.load_config.is_file():
+        print(f"modgs-eval: error: no config at {args.load_config}", file=sys.stderr)
+        return 2
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    def update(config):
+        dp = config.pipeline.datamanager.dataparser
+        if not hasattr(dp, "test_camera_scale"):
+            print(f"modgs-eval: error: {args.load_config} is not a modgs run (dataparser {type(dp).__name__})", file=sys.stderr)
+            sys.exit(2)
+        dp.test_camera_scale = args.test_camera_scale
+        dp.test_camera_scale_method = args.scale_method
+        return config
+
+    config, pipeline, ckpt, step = eval_setup(args.load_config, test_mode=args.split if args.split == "test" else "val", update_config_callback=update)
+    from modgs_ns.eval.evaluate import evaluate_pipeline
+
+    out_dir = args.output_dir or args.load_config.parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate_pipeline(
+        pipeline, out_dir, lpips_nets=args.lpips_nets, lpips_weights=args.lpips_weights,
+        modgs_protocol=args.protocol == "modgs", grid_every=args.grid_every,
+    )
+    parser = pipeline.datamanager.dataparser
+    est = getattr(parser, "test_camera_scale", None)
+    result = {
+        "config": str(args.load_config),
+        "checkpoint": str(ckpt),
+        "step": step,
+        "split": args.split,
+        "test_camera_scale": None if est is None else {"scale": est.scale, "method": est.method, "support": est.support},
+        **result,
+    }
+    # Written atomically: a crash never leaves a truncated metrics.json behind.
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".metrics.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, out_dir / "metrics.json")
+
+    m = result["mean"]
+    fmt = lambda k: "-" if m.get(k) is None else f"{m[k]:.4f}"  # noqa: E731
+    for note in result["notes"]:
+        print(f"modgs-eval: {note}", file=sys.stderr)
+    print(f"held-out views: {len(result['images'])}, scale {result['test_camera_scale']}")
+    for region in ["", "_dynamic", "_covisible"]:
+        if region and f"psnr{region}" not in m:
+            continue
+        print(
+            f"  {region[1:] or 'full':10s} PSNR {fmt('psnr' + region)}  SSIM {fmt('ssim' + region)}  "
+            f"LPIPS-alex {fmt('lpips_alex' + region)}  LPIPS-vgg {fmt('lpips_vgg' + region)}"
+        )
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main(tyro.cli(EvalArgs, description=__doc__)))
+
+
+if __name__ == "__main__":
+    entrypoint()
