@@ -42,6 +42,8 @@ class ModgsTrainerConfig(TrainerConfig):
                 f"modgs: --max-num-iterations ({self.max_num_iterations}) must exceed "
                 f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps"
             )
+        if getattr(self.pipeline.model, "static_scene", False) and n1 > 0:
+            raise SystemExit("modgs: --pipeline.model.static-scene True needs --pipeline.model.stage1-steps 0")
         for name, opt in self.optimizers.items():
             sched = opt.get("scheduler")
             if isinstance(sched, TwoPhaseExponentialSchedulerConfig):

@@ -64,6 +64,10 @@ class ModgsModelConfig(SplatfactoModelConfig):
     deform_gabor_hidden: int = 256
     deform_seed: int = 1234
 
+    static_scene: bool = False
+    """Ignore time: plain static Gaussians (splatfacto's model on our data path; a baseline). Needs
+    stage1_steps 0."""
+
     # --- stage 1: 3D-aware initialization of the deformation
     stage1_steps: int = 20000
     """N1: steps of stage 1 before the switch (MoDGS: 500k; 0 = no 3D-aware initialization)."""
@@ -330,6 +334,8 @@ class ModgsModel(SplatfactoModel):
         return float(camera.times.reshape(-1)[0])
 
     def deformed_means(self, means: Tensor, t: float) -> Tensor:
+        if self.config.static_scene:
+            return means
         return self.deform.from_canonical(means, t)
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
