@@ -3,6 +3,8 @@ forward-backward cycle check that keeps only trustworthy correspondences."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -20,6 +22,58 @@ class DISFlow:
         ga = cv2.cvtColor(img_a, cv2.COLOR_RGB2GRAY) if img_a.ndim == 3 else img_a
         gb = cv2.cvtColor(img_b, cv2.COLOR_RGB2GRAY) if img_b.ndim == 3 else img_b
         return self.dis.calc(ga, gb, None)
+
+
+class RAFTFlow:
+    """torchvision's RAFT (the flow MoDGS uses) from a local checkpoint: its weights cannot be
+    downloaded here, so `checkpoint` must be a state-dict file such as torchvision's
+    raft_small_C_T_V2-01064c6d.pth or raft_large_C_T_SKHT_V2-ff5fadd5.pth. CPU cost: ~0.2-0.3 s
+    per pair at 480x270 (raft_small, 12 iterations), about 20x DIS."""
+
+    def __init__(self, checkpoint: str, size: str = "small", iterations: int = 12):
+        import torch
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ValueError(
+                f"RAFT checkpoint {checkpoint!r} not found: download torchvision's raft_{size} weights on a "
+                "machine with internet and pass the .pth file (--pairs.raft-checkpoint)"
+            )
+        self.model = (raft_small if size == "small" else raft_large)(weights=None, progress=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        self.model.eval()
+        self.iterations = iterations
+
+    def __call__(self, img_a: np.ndarray, img_b: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        def prep(img):
+            x = torch.from_numpy(np.ascontiguousarray(img)).float().permute(2, 0, 1)[None]
+            return x / 127.5 - 1.0  # RAFT's input range [-1, 1]
+
+        a, b = prep(img_a), prep(img_b)
+        h, w = a.shape[-2:]
+        # RAFT needs sizes divisible by 8 and at least 128 (its correlation pyramid).
+        ph, pw = max((-h) % 8, 128 - h), max((-w) % 8, 128 - w)
+        ph, pw = ph + (-(h + ph)) % 8, pw + (-(w + pw)) % 8
+        a = F.pad(a, (0, pw, 0, ph), mode="replicate")
+        b = F.pad(b, (0, pw, 0, ph), mode="replicate")
+        with torch.no_grad():
+            flow = self.model(a, b, num_flow_updates=self.iterations)[-1]
+        return flow[0, :, :h, :w].permute(1, 2, 0).numpy().astype(np.float32)
+
+
+def make_flow(name: str, raft_checkpoint: str = ""):
+    """"dis-ultrafast|fast|medium" (default, no weights) or "raft-small|large" (needs a checkpoint)."""
+    kind, _, variant = name.partition("-")
+    if kind == "dis" and variant in DIS_PRESETS:
+        return DISFlow(variant)
+    if kind == "raft" and variant in ("small", "large"):
+        return RAFTFlow(raft_checkpoint, variant)
+    raise ValueError(f"unknown flow method {name!r}: use dis-ultrafast, dis-fast, dis-medium, raft-small or raft-large")
 
 
 def sample_bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from rich.progress import Progress
 
 from modgs_ns.data.scene_format import load_depth_prior, training_frames
 from modgs_ns.preprocess.align import align_priors, nonedge_mask, static_mask, unproject
-from modgs_ns.preprocess.flow import DISFlow, cycle_consistent, sample_bilinear
+from modgs_ns.preprocess.flow import cycle_consistent, make_flow, sample_bilinear
 
 UV_SCALE = 16.0
 UV_INVALID = -32768
@@ -45,6 +45,10 @@ class PairParams:
     points_per_frame: int = 20000
     """Source pixels stored per frame (0 = every valid pixel)."""
     flow: str = "dis-medium"
+    """dis-ultrafast / dis-fast / dis-medium (OpenCV, no weights) or raft-small / raft-large (torchvision
+    RAFT, MoDGS's choice; needs raft_checkpoint)."""
+    raft_checkpoint: str = ""
+    """Local RAFT state-dict file (no download here)."""
     reference_frame: int = -1
     """Frame the others are aligned to; -1 = the middle frame."""
     seed: int = 0
@@ -112,10 +116,10 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
     T, H, W = priors.shape
     win = max(1, min(params.window, T - 1))
     offsets = np.array([o for o in range(-win, win + 1) if o != 0])
-    flow_fn = DISFlow(params.flow.split("-", 1)[1] if params.flow.startswith("dis") else "medium")
+    flow_fn = make_flow(params.flow, params.raft_checkpoint)
     flows: dict[tuple[int, int], np.ndarray] = {}
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("modgs: optical flow (DIS)", total=sum(1 for i in range(T) for o in offsets if 0 <= i + o < T))
+        task = bar.add_task(f"modgs: optical flow ({params.flow})", total=sum(1 for i in range(T) for o in offsets if 0 <= i + o < T))
         for i in range(T):
             for o in offsets:
                 j = i + o

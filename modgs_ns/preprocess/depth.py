@@ -1,0 +1,118 @@
+"""Depth priors behind one interface: `backend(rgb_uint8, k) -> depth [H,W] float32` for the k-th
+kept frame, and `backend.kind` ("relative_depth" or "metric_depth").
+
+- TransformersDepth: any `transformers` depth-estimation model from a local directory (Depth
+  Anything V2, DPT, ...). No network: weights must already be on disk.
+- FolderDepth: precomputed maps (.npy, or 16-bit PNG times a scale), including sensor depth
+  (RealSense / LiDAR: 16-bit PNG in millimetres, `--depth-scale 0.001`, metric).
+Zeros are "no depth"; non-finite values are an error (a broken file, not a measurement).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from modgs_ns.preprocess.frames import PreprocessError
+
+DEPTH_EXTS = (".npy", ".png", ".tif", ".tiff")
+
+
+def disparity_to_depth(disp: np.ndarray, offset: float = 0.05) -> np.ndarray:
+    """Relative (affine-invariant) disparity -> a depth-like map: disparity normalized to [0, 1]
+    by its 1st/99th percentiles, then depth = 1 / (d + offset). The unknown shift of relative
+    disparity cannot be recovered from one image; `offset` bounds the far range at 1/offset times
+    the near one, and the per-frame scale/shift alignment absorbs the rest."""
+    lo, hi = np.percentile(disp, 1), np.percentile(disp, 99)
+    d = np.clip((disp - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    return (1.0 / (d + offset)).astype(np.float32)
+
+
+class TransformersDepth:
+    """A `transformers` depth-estimation model from a local folder (config.json, weights,
+    preprocessor_config.json), e.g. depth-anything/Depth-Anything-V2-Small-hf downloaded elsewhere."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", disparity_offset: float = 0.05):
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise PreprocessError(
+                f"depth model folder {model_dir} has no config.json: download a transformers depth model (e.g. "
+                "`huggingface-cli download depth-anything/Depth-Anything-V2-Small-hf --local-dir DIR`) on a "
+                "machine with internet and pass --depth-model DIR"
+            )
+        try:
+            import torch
+            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        except ImportError:
+            raise PreprocessError("--depth-model needs the transformers package: pip install 'modgs-ns[depth]'") from None
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
+            self.model = AutoModelForDepthEstimation.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+        except (OSError, ValueError) as err:
+            raise PreprocessError(f"cannot load the depth model in {model_dir}: {' '.join(str(err).split())[:200]}") from None
+        self.torch, self.device, self.offset = torch, device, disparity_offset
+        # Depth Anything "relative" and DPT predict inverse depth; "metric" models predict depth.
+        est = getattr(self.model.config, "depth_estimation_type", None)
+        self.outputs_disparity = est != "metric"
+        self.kind = "relative_depth" if self.outputs_disparity else "metric_depth"
+
+    def __call__(self, rgb: np.ndarray, k: int) -> np.ndarray:
+        torch = self.torch
+        inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            pred = self.model(**inputs).predicted_depth  # [1, h, w]
+        pred = torch.nn.functional.interpolate(pred[:, None].float(), size=rgb.shape[:2], mode="bicubic", align_corners=False)
+        out = pred[0, 0].cpu().numpy()
+        return disparity_to_depth(out, self.offset) if self.outputs_disparity else np.maximum(out, 0).astype(np.float32)
+
+
+class FolderDepth:
+    """One file per frame, sorted by name: either one per source frame (indexed by the frame's
+    source index, so --stride works) or one per kept frame (in order)."""
+
+    def __init__(self, folder: Path, source_index: list, n_source: Optional[int], size: tuple, source_size: tuple,
+                 scale: float = 1.0, kind: str = "relative_depth"):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise PreprocessError(f"depth folder {folder} does not exist")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in DEPTH_EXTS)
+        if not files:
+            raise PreprocessError(f"no depth files ({', '.join(DEPTH_EXTS)}) in {folder}")
+        n_kept = len(source_index)
+        if n_source is not None and len(files) == n_source and len(files) != n_kept:
+            self.files = [files[i] for i in source_index]
+        elif len(files) >= n_kept and (n_source is None or len(files) == n_kept):
+            self.files = files[:n_kept]
+        else:
+            expect = f"{n_kept} (one per kept frame)" + (f" or {n_source} (one per source frame)" if n_source else "")
+            raise PreprocessError(f"depth folder {folder} has {len(files)} files, expected {expect}")
+        self.size, self.source_size, self.scale, self.kind = size, source_size, scale, kind
+
+    def __call__(self, rgb: np.ndarray, k: int) -> np.ndarray:
+        f = self.files[k]
+        if f.suffix == ".npy":
+            try:
+                d = np.load(f)
+            except (OSError, ValueError) as err:
+                raise PreprocessError(f"cannot read depth file {f} ({err})") from None
+        else:
+            d = cv2.imread(str(f), cv2.IMREAD_ANYDEPTH)
+            if d is None:
+                raise PreprocessError(f"cannot read depth file {f}")
+        d = np.squeeze(np.asarray(d)).astype(np.float32) * self.scale
+        if d.ndim != 2:
+            raise PreprocessError(f"depth file {f} has shape {d.shape}, expected HxW")
+        if not np.isfinite(d).all():
+            raise PreprocessError(f"depth file {f} contains non-finite values (NaN or inf)")
+        shape = (d.shape[1], d.shape[0])
+        if shape not in (self.size, self.source_size):
+            raise PreprocessError(
+                f"depth file {f} is {shape[0]}x{shape[1]}, its frame is {self.source_size[0]}x{self.source_size[1]}"
+                + (f" (resized to {self.size[0]}x{self.size[1]})" if self.size != self.source_size else "")
+            )
+        if shape != self.size:
+            d = cv2.resize(d, self.size, interpolation=cv2.INTER_NEAREST)  # never blend across depth edges
+        return np.maximum(d, 0.0)

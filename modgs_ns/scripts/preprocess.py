@@ -1,0 +1,60 @@
+"""modgs-preprocess: a monocular video (or image folder, or ns-process-data output) -> a modgs scene.
+
+Steps: decode frames (exact, no frame-rate resampling; source index and timestamp kept; time
+normalized to [0, 1]) -> depth prior (a local transformers model, or a folder of precomputed /
+sensor depth) -> optical flow within a window both ways with a cycle check, static mask, per-frame
+depth alignment, non-edge mask and the 3D-pair cache -> diagnostics.png. Static camera (identity
+poses) unless the input is an ns-process-data output, whose poses are kept. Re-running skips
+finished steps (keyed by their parameters); --force recomputes.
+
+Example:
+    modgs-preprocess --video clip.mp4 --output-dir scene/ --depth-model Depth-Anything-V2-Small-hf/
+    ns-train modgs-cpu --data scene/
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# FFmpeg's own messages ("moov atom not found", ...) would add lines to our one-line errors.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+
+import tyro  # noqa: E402
+
+from modgs_ns.preprocess.run import PreprocessConfig, run  # noqa: E402
+
+
+def main(cfg: PreprocessConfig) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for weights
+    from modgs_ns.data.scene_format import SceneFormatError
+    from modgs_ns.preprocess.frames import PreprocessError
+
+    try:
+        result = run(cfg)
+    except (PreprocessError, SceneFormatError, ValueError) as err:
+        print(f"modgs-preprocess: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("modgs-preprocess: interrupted; completed steps are kept, the rest will be redone", file=sys.stderr)
+        return 130
+    t = result["timings"]
+    c = result["caches"] or {}
+    print(f"modgs-preprocess: {result['frames']} frames at {result['size'][0]}x{result['size'][1]} -> {cfg.output_dir}")
+    print("  time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    if c:
+        print(f"  static pixels {100 * c.get('static_fraction', 0):.1f}%, caches {c.get('depth_bytes', 0) / 1e6:.1f} + "
+              f"{c.get('pairs_bytes', 0) / 1e6:.1f} MB")
+    if cfg.diagnostics:
+        print(f"  diagnostics: {cfg.output_dir / 'diagnostics.png'}")
+    print(f"  next: ns-train modgs-cpu --data {cfg.output_dir}")
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main(tyro.cli(PreprocessConfig, description=__doc__)))
+
+
+if __name__ == "__main__":
+    entrypoint()
