@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""modgs-preprocess against the generator's own scene: same video, same prior, same training.
+
+1. modgs-synth makes a scene S (its own caches, poses, held-out cameras, ground truth).
+2. S's training frames become a plain lossless video (FFV1 .mkv) and its depth prior a folder of
+   .npy files; `modgs-preprocess --video ... --depth-dir ...` turns them into a scene P (identity
+   pose, 60-degree field of view as S, times from the video's timestamps).
+3. S's held-out cameras are added to P relative to P's training camera (and S's metric depth, for
+   the test-camera scale), so both can be scored on the same views.
+4. Both are trained with identical `ns-train modgs-cpu` settings and scored with `modgs-eval`.
+
+    .venv/bin/python scripts/benchmark_preprocess.py [--stage1-steps 600 --stage2-steps 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd, log: Path, env) -> float:
+    t0 = time.time()
+    with open(log, "w") as f:
+        r = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
+    if r.returncode:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd[:3]))} (log {log}): {log.read_text().strip().splitlines()[-3:]}")
+    return time.time() - t0
+
+
+def add_held_out(S: Path, P: Path) -> None:
+    ms, mp = json.loads((S / "transforms.json").read_text()), json.loads((P / "transforms.json").read_text())
+    train_s = {round(f["time"], 6): f for f in ms["frames"] if f["camera"] == "train"}
+    train_p = sorted(mp["frames"], key=lambda f: f["time"])
+    s_sorted = sorted(train_s.values(), key=lambda f: f["time"])
+    for fp, fs in zip(train_p, s_sorted):  # metric depth of the training frames (for the scale)
+        dst = P / "depth_gt" / Path(fs["gt_depth_path"]).name
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copy(S / fs["gt_depth_path"], dst)
+        fp["gt_depth_path"] = f"depth_gt/{dst.name}"
+    test = []
+    for f in ms["frames"]:
+        if f["camera"] == "train" or f"images/{Path(f['file_path']).name}" not in ms["test_filenames"]:
+            continue
+        ref = train_s[round(f["time"], 6)]
+        rel = np.linalg.inv(np.array(ref["transform_matrix"])) @ np.array(f["transform_matrix"])
+        k = s_sorted.index(ref)
+        pose = np.array(train_p[k]["transform_matrix"]) @ rel
+        g = dict(f)
+        g["time"] = train_p[k]["time"]  # the video's time for that frame
+        g["transform_matrix"] = pose.tolist()
+        for key in ("file_path", "gt_depth_path", "dynamic_mask_path"):
+            dst = P / Path(f[key]).parent.name / Path(f[key]).name
+            dst.parent.mkdir(exist_ok=True)
+            shutil.copy(S / f[key], dst)
+            g[key] = f"{dst.parent.name}/{dst.name}"
+        test.append(g)
+    mp["frames"] = train_p + test
+    mp["test_filenames"] = [g["file_path"] for g in test]
+    (P / "transforms.json").write_text(json.dumps(mp, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage2-steps", type=int, default=600)
+    ap.add_argument("--work-dir", type=Path, default=ROOT / "benchmark_output" / "preprocess")
+    args = ap.parse_args()
+    env = dict(os.environ, TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
+    w = args.work_dir
+    shutil.rmtree(w, ignore_errors=True)
+    w.mkdir(parents=True)
+    S, P = w / "synth", w / "preprocessed"
+    sh([BIN / "modgs-synth", "--output-dir", S, "--scene.num-frames", "32", "--scene.width", "240", "--scene.height", "180"], w / "synth.log", env)
+    ms = json.loads((S / "transforms.json").read_text())
+    train = sorted((f for f in ms["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
+    video = w / "train.mkv"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 10, (240, 180))
+    prior = w / "prior"
+    prior.mkdir()
+    for f in train:
+        vw.write(cv2.imread(str(S / f["file_path"])))
+        shutil.copy(S / f["depth_prior_path"], prior / Path(f["depth_prior_path"]).name)
+    vw.release()
+    t_pre = sh([BIN / "modgs-preprocess", "--video", video, "--output-dir", P, "--depth-dir", prior], w / "preprocess.log", env)
+    add_held_out(S, P)
+    rows = {}
+    for name, scene in (("generator's scene", S), ("modgs-preprocess scene", P)):
+        runs = w / "runs"
+        tag = scene.name
+        t = sh([BIN / "ns-train", "modgs-cpu", "--data", scene, "--output-dir", runs, "--experiment-name", tag, "--timestamp", "run",
+                "--vis", "tensorboard", "--max-num-iterations", args.stage1_steps + args.stage2_steps,
+                "--pipeline.model.stage1-steps", args.stage1_steps], w / f"{tag}_train.log", env)
+        config = runs / tag / "modgs-cpu" / "run" / "config.yml"
+        sh([BIN / "modgs-eval", "--load-config", config, "--output-dir", w / f"{tag}_eval", "--scale-method", "metric-depth",
+            "--grid-every", "0"], w / f"{tag}_eval.log", env)
+        m = json.loads((w / f"{tag}_eval" / "metrics.json").read_text())
+        rows[name] = (m["mean"], m["test_camera_scale"], t)
+    print(f"modgs-preprocess on the 32-frame 240x180 video: {t_pre:.1f} s (log: {w / 'preprocess.log'})")
+    print("| scene | test PSNR | SSIM | PSNR dynamic | PSNR co-visible | test-camera scale | train time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (m, sc, t) in rows.items():
+        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('psnr_dynamic') or float('nan'):.2f} | "
+              f"{m.get('psnr_covisible') or float('nan'):.2f} | {sc['scale']:.4f} | {t:.0f} s |")
+    a, b = (r[0]["psnr"] for r in rows.values())
+    print(f"difference: {b - a:+.2f} dB (acceptance: within 0.5 dB)")
+
+
+if __name__ == "__main__":
+    main()
