@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
-from modgs_ns.data.modgs_dataset import ModgsDataset
+from modgs_ns.data.modgs_datamanager import ModgsDataManager
 from modgs_ns.model.modgs_model import ModgsModelConfig
 from modgs_ns.pipeline import ModgsPipelineConfig
 from modgs_ns.schedulers import TwoPhaseExponentialSchedulerConfig
@@ -91,7 +91,7 @@ def _trainer(method_name: str, max_steps: int, model: ModgsModelConfig, optimize
         mixed_precision=False,
         pipeline=ModgsPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
-                _target=FullImageDatamanager[ModgsDataset],
+                _target=ModgsDataManager,
                 dataparser=ModgsDataParserConfig(),
                 cache_images_type="uint8",
             ),

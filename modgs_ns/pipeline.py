@@ -14,6 +14,8 @@ from typing import Type
 import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
+from modgs_ns.viewer_controls import TrainCameraView
+
 
 @dataclass
 class ModgsPipelineConfig(VanillaPipelineConfig):
@@ -26,6 +28,12 @@ class ModgsPipeline(VanillaPipeline):
         outputs = self.datamanager.train_dataparser_outputs
         self.model.scene_root = Path(outputs.metadata["modgs_root"])
         self.model.frame_images = {Path(p).name: Path(p) for p in outputs.image_filenames}
+        # Viewer: a button that puts the view at the (first) training camera; nerfstudio's viewer
+        # installs ViewerElements / ViewerControls found as attributes of the pipeline.
+        c2w0 = self.datamanager.train_dataset.cameras.camera_to_worlds[0].detach().cpu().numpy()
+        self._train_view = TrainCameraView(lambda: c2w0)
+        self.view_train_camera = self._train_view.button
+        self.view_control = self._train_view.control
 
     def get_train_loss_dict(self, step: int):
         if self.model.in_stage1(step):

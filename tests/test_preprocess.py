@@ -44,6 +44,14 @@ def synth(tmp_path_factory):
     return {"scene": scene, "video": video, "depth": depth, "train": train, "meta": meta}
 
 
+def _first_depth_files(synth, tmp_path, n):
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    for f in sorted(synth["depth"].iterdir())[:n]:
+        shutil.copy(f, depth / f.name)
+    return depth
+
+
 def test_video_to_scene_trainable_and_rerun_skips(synth, tmp_path):
     out = tmp_path / "out"
     res = run(PreprocessConfig(output_dir=out, video=synth["video"], depth_dir=synth["depth"], max_side=0))
@@ -93,10 +101,7 @@ def test_nerfstudio_data_input_keeps_poses_and_intrinsics(synth, tmp_path):
         frames.append({"file_path": f"images/frame_{k + 1:05d}.png", "transform_matrix": pose.tolist()})
     m = synth["meta"]
     (ns / "transforms.json").write_text(json.dumps({"fl_x": m["fl_x"], "fl_y": m["fl_y"], "cx": m["cx"], "cy": m["cy"], "w": 128, "h": 96, "frames": frames}))
-    depth = tmp_path / "depth"
-    depth.mkdir()
-    for f in sorted(synth["depth"].iterdir())[:6]:
-        shutil.copy(f, depth / f.name)
+    depth = _first_depth_files(synth, tmp_path, 6)
     out = tmp_path / "out"
     run(PreprocessConfig(output_dir=out, nerfstudio_data=ns, depth_dir=depth, max_side=64, diagnostics=False))
     meta = json.loads((out / "transforms.json").read_text())
@@ -109,10 +114,7 @@ def test_image_folder_times_from_fps(synth, tmp_path):
     imgs.mkdir()
     for k, f in enumerate(synth["train"][:5]):
         shutil.copy(synth["scene"] / f["file_path"], imgs / f"{k:03d}.png")
-    depth = tmp_path / "depth"
-    depth.mkdir()
-    for f in sorted(synth["depth"].iterdir())[:5]:
-        shutil.copy(f, depth / f.name)
+    depth = _first_depth_files(synth, tmp_path, 5)
     out = tmp_path / "out"
     run(PreprocessConfig(output_dir=out, images=imgs, depth_dir=depth, fps=2.0, diagnostics=False))
     meta = json.loads((out / "transforms.json").read_text())
