@@ -111,3 +111,8 @@ def test_held_out_cameras_are_placed_at_the_given_scale(scene):
         np.testing.assert_allclose(c2w[:3, :3], orig[:3, :3], atol=1e-6)
         np.testing.assert_allclose(c2w[:3, 3] - ref[:3, 3], 0.25 * (orig[:3, 3] - ref[:3, 3]), atol=1e-5)
         assert np.linalg.norm(orig[:3, 3] - ref[:3, 3]) > 0.1
+
+
+def test_parser_reports_time_so_the_viewer_shows_the_slider(scene):
+    # nerfstudio's datamanager copies the parser's includes_time; the viewer shows "Time" only then.
+    assert ModgsDataParserConfig(data=scene).setup().includes_time is True

@@ -51,6 +51,13 @@ class ModgsDataParser(Nerfstudio):
     config: ModgsDataParserConfig
     includes_time: bool = True
 
+    def __init__(self, config: ModgsDataParserConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        # Nerfstudio is a dataclass whose generated __init__ sets includes_time=False on the
+        # instance, hiding the class attribute; the datamanager (and so the viewer's Time slider)
+        # reads the instance's value.
+        self.includes_time = True
+
     def _generate_dataparser_outputs(self, split: str = "train"):
         try:
             data_dir, meta = load_scene_meta(self.config.data)
