@@ -57,25 +57,16 @@ def chromium_path() -> str:
 
 
 def set_time(page, value: float) -> None:
-    """Focus the Time slider's thumb and drive it with the keyboard (Home = 0, End = 1, arrows = 0.01)."""
-    label = page.get_by_text("Time", exact=True).first
+    """The first slider after the "Time" label, driven with the keyboard (Home = 0, arrows = 0.01)."""
+    label = page.get_by_text("Time", exact=True).last
     label.wait_for(timeout=60_000)
-    slider = page.locator("[role=slider]").nth(_time_slider_index(page))
+    slider = label.locator("xpath=following::*[@role='slider'][1]")
+    if slider.count() == 0:
+        raise SystemExit("no Time slider in the viewer (is this a dynamic modgs run?)")
     slider.focus()
     slider.press("Home")
     for _ in range(int(round(value * 100))):
         slider.press("ArrowRight")
-
-
-def _time_slider_index(page) -> int:
-    """Index of the slider whose row is labelled "Time" (Mantine sliders carry aria-valuemin/max)."""
-    sliders = page.locator("[role=slider]")
-    n = sliders.count()
-    for i in range(n):
-        row = sliders.nth(i).locator("xpath=ancestor::*[.//text()[normalize-space()='Time']][1]")
-        if row.count() and float(sliders.nth(i).get_attribute("aria-valuemax") or 0) == 1.0:
-            return i
-    raise SystemExit("no Time slider in the viewer (is this a dynamic modgs run?)")
 
 
 def main() -> None:
