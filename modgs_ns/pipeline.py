@@ -30,8 +30,10 @@ class ModgsPipeline(VanillaPipeline):
         self.model.frame_images = {Path(p).name: Path(p) for p in outputs.image_filenames}
         # Viewer: a button that puts the view at the (first) training camera; nerfstudio's viewer
         # installs ViewerElements / ViewerControls found as attributes of the pipeline.
-        c2w0 = self.datamanager.train_dataset.cameras.camera_to_worlds[0].detach().cpu().numpy()
-        self._train_view = TrainCameraView(lambda: c2w0)
+        cam0 = self.datamanager.train_dataset.cameras[0]
+        c2w0 = cam0.camera_to_worlds.detach().cpu().numpy()
+        fov0 = 2.0 * float(torch.atan(cam0.cy / cam0.fy).item())  # vertical field of view, as viser's
+        self._train_view = TrainCameraView(lambda: c2w0, fov0)
         self.view_train_camera = self._train_view.button
         self.view_control = self._train_view.control
 

@@ -8,7 +8,7 @@ directly, as the viewer does when a training-camera frustum is clicked (viewer.p
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerControl
@@ -19,8 +19,9 @@ VISER_NERFSTUDIO_SCALE_RATIO = 10.0  # nerfstudio.viewer.viewer.VISER_NERFSTUDIO
 class TrainCameraView:
     """Holds the ViewerControl (set up by the viewer) and the button; `c2w_fn` gives a 3x4 pose."""
 
-    def __init__(self, c2w_fn: Callable[[], np.ndarray]):
+    def __init__(self, c2w_fn: Callable[[], np.ndarray], fov: Optional[float] = None):
         self.c2w_fn = c2w_fn
+        self.fov = fov  # vertical, radians; None keeps the viewer's
         self.control = ViewerControl()
         self.button = ViewerButton("View from the training camera", cb_hook=lambda _: self.apply())
 
@@ -37,3 +38,5 @@ class TrainCameraView:
             with client.atomic():
                 client.camera.wxyz = R.wxyz
                 client.camera.position = c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO
+                if self.fov is not None:
+                    client.camera.fov = self.fov

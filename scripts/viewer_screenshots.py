@@ -57,16 +57,20 @@ def chromium_path() -> str:
 
 
 def set_time(page, value: float) -> None:
-    """The first slider after the "Time" label, driven with the keyboard (Home = 0, arrows = 0.01)."""
+    """Types the time into the number box of the "Time" row (arrow keys would also reach viser's
+    keyboard camera controls and move the view), then checks that the slider followed."""
     label = page.get_by_text("Time", exact=True).last
     label.wait_for(timeout=60_000)
     slider = label.locator("xpath=following::*[@role='slider'][1]")
-    if slider.count() == 0:
+    box = label.locator("xpath=following::input[not(@type='hidden')][1]")
+    if slider.count() == 0 or box.count() == 0:
         raise SystemExit("no Time slider in the viewer (is this a dynamic modgs run?)")
-    slider.focus()
-    slider.press("Home")
-    for _ in range(int(round(value * 100))):
-        slider.press("ArrowRight")
+    box.fill(f"{value:g}")
+    box.press("Enter")
+    page.wait_for_timeout(500)
+    shown = slider.get_attribute("aria-valuenow")
+    if shown is not None and abs(float(shown) - value) > 1e-6:
+        raise SystemExit(f"the Time slider shows {shown}, not {value:g}")
 
 
 def main() -> None:
@@ -98,6 +102,11 @@ def main() -> None:
             page = ctx.new_page()
             page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")
             page.get_by_text("Time", exact=True).first.wait_for(timeout=120_000)
+            # The training frames' frustums carry the frames as textures, and every frame of a static
+            # camera sits at the viewpoint: hide them, or the screenshot shows a training image.
+            hide = page.get_by_role("button", name="Hide Train Cams")
+            if hide.count():
+                hide.first.click()
             button = page.get_by_role("button", name="View from the training camera")
             if button.count():
                 button.first.click()
@@ -105,8 +114,12 @@ def main() -> None:
             args.output_dir.mkdir(parents=True, exist_ok=True)
             for t in args.times:
                 set_time(page, t)
+                if button.count():  # the same viewpoint for every time
+                    button.first.click()
                 time.sleep(args.settle)
                 path = args.output_dir / f"{args.prefix}_t{t:.2f}.png"
+                if path in shots:  # the same time twice (a repeatability check): keep both
+                    path = path.with_name(f"{path.stem}_{len(shots)}.png")
                 page.screenshot(path=str(path))
                 shots.append(path)
                 print(f"saved {path}")

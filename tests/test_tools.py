@@ -218,3 +218,26 @@ def test_ns_export_gaussian_splat_writes_the_canonical_gaussians(run, tmp_path):
     xyz = np.stack([v["x"], v["y"], v["z"]], -1)
     assert len(xyz) == len(canonical) > 0
     np.testing.assert_allclose(xyz, canonical, atol=1e-6)
+
+
+def test_viewer_in_a_browser_shows_the_object_moving(run, tmp_path):
+    """ns-viewer in headless Chromium (scripts/viewer_screenshots.py): the Time slider moves the object.
+
+    Screenshots at t = 0, 1, 0: the two at t = 0 agree (the view is repeatable), the one at t = 1 differs."""
+    import shutil
+
+    pytest.importorskip("playwright.sync_api")
+    if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no Chromium (apt-get install chromium)")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshots.py"
+    r = subprocess.run([sys.executable, str(script), "--load-config", str(run.config), "--output-dir", str(tmp_path),
+                        "--times", "0", "1", "0", "--settle", "8"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    a, b, a2 = (cv2.imread(str(tmp_path / n)).astype(np.float32)
+                for n in ("viewer_t0.00.png", "viewer_t1.00.png", "viewer_t0.00_2.png"))
+
+    def changed(x, y):
+        return float((np.abs(x - y).max(-1) > 30).mean())
+
+    assert changed(a, a2) < 0.002
+    assert changed(a, b) > 0.005
