@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from modgs_ns.preprocess.flow import sample_bilinear
 
 
 def static_mask(neighbour_flows: list[np.ndarray], threshold: float = 0.8) -> np.ndarray:
@@ -78,3 +81,141 @@ def nonedge_mask(points: np.ndarray, quantile: float = 0.9) -> np.ndarray:
     mask = g <= thr
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
+
+
+# ----------------------------------------------------------------------------- moving camera
+def _w2c_cv(c2w: np.ndarray) -> np.ndarray:
+    """World -> OpenCV camera (4x4) from a nerfstudio (OpenGL) camera-to-world."""
+    c2w_cv = np.array(c2w, dtype=np.float64).copy()
+    c2w_cv[:3, 1:3] *= -1
+    out = np.eye(4)
+    out[:3, :3] = c2w_cv[:3, :3].T
+    out[:3, 3] = -c2w_cv[:3, :3].T @ c2w_cv[:3, 3]
+    return out
+
+
+def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y with pixel centres at integers, as flow uses) and z-depth of world
+    points [...,3] in a camera."""
+    w2c = _w2c_cv(c2w)
+    pc = points @ w2c[:3, :3].T + w2c[:3, 3]
+    z = pc[..., 2]
+    zs = np.where(np.abs(z) > 1e-9, z, 1e-9)
+    uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2] - 0.5, K[1, 1] * pc[..., 1] / zs + K[1, 2] - 0.5], -1)
+    return uv, z
+
+
+def camera_flow(depth: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.ndarray) -> np.ndarray:
+    """Flow [H,W,2] that the camera's own motion from frame i to frame j gives a static scene of
+    z-depth `depth` (frame i)."""
+    h, w = depth.shape
+    uv, _ = project(unproject(depth, K, c2w_i).astype(np.float64), K, c2w_j)
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+    return (uv - np.stack([xs, ys], -1)).astype(np.float32)
+
+
+def static_mask_moving(flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.ndarray, threshold: float = 0.8) -> np.ndarray:
+    """Per-frame static mask [T,H,W] for a moving camera: the observed flow to each neighbour frame
+    minus the flow the camera motion alone gives (from the aligned depth and the poses) stays below
+    `threshold` pixels. With a static camera this is exactly the flow-magnitude test."""
+    T = len(depth)
+    out = np.ones(depth.shape, dtype=bool)
+    for i in range(T):
+        for j in (i - 1, i + 1):
+            if 0 <= j < T and (i, j) in flows:
+                res = flows[(i, j)] - camera_flow(depth[i], K, c2ws[i], c2ws[j])
+                out[i] &= np.linalg.norm(res, axis=-1) < threshold
+    return out
+
+
+def triangulate_flow(flow: np.ndarray, ok: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.ndarray,
+                     step: int = 3, max_error: float = 1.0, min_angle_deg: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse depth of frame i from flow correspondences to frame j and the two poses.
+
+    Returns (flat pixel indices in frame i, z-depth in frame i, in pose units). Kept: pixels on a
+    `step` grid where `ok`, in front of both cameras, reprojection error below `max_error` px in
+    both views and a triangulation angle of at least `min_angle_deg` (below it depth is noise).
+    Moving points violate the epipolar geometry and mostly fail the reprojection test."""
+    h, w = ok.shape
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    sel = ok[ys, xs]
+    xs, ys = xs[sel].astype(np.float64), ys[sel].astype(np.float64)
+    if len(xs) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    f = flow[ys.astype(int), xs.astype(int)].astype(np.float64)
+    pa = np.stack([xs + 0.5, ys + 0.5])  # pixel centres in the K convention
+    pb = np.stack([xs + f[:, 0] + 0.5, ys + f[:, 1] + 0.5])
+    Pi, Pj = K @ _w2c_cv(c2w_i)[:3], K @ _w2c_cv(c2w_j)[:3]
+    X = cv2.triangulatePoints(Pi, Pj, pa, pb)
+    X = (X[:3] / np.where(np.abs(X[3]) > 1e-12, X[3], 1e-12)).T
+    keep = np.ones(len(X), dtype=bool)
+    for c2w, p in ((c2w_i, pa), (c2w_j, pb)):
+        uv, z = project(X, K, c2w)
+        keep &= (z > 0) & (np.linalg.norm(uv + 0.5 - p.T, axis=1) < max_error)
+    ci, cj = c2w_i[:3, 3], c2w_j[:3, 3]
+    ra, rb = X - ci, X - cj
+    cos = (ra * rb).sum(1) / np.maximum(np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1), 1e-12)
+    keep &= np.degrees(np.arccos(np.clip(cos, -1, 1))) >= min_angle_deg
+    _, z = project(X[keep], K, c2w_i)
+    return (ys[keep].astype(np.int64) * w + xs[keep].astype(np.int64)), z
+
+
+def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_points: int = 50,
+                     trim: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned depth [T,H,W] = a_i prior_i + b_i fitted to each frame's sparse anchor depths
+    (`anchors[i]` = (flat pixel indices, depths), e.g. from `triangulate_flow`), so every frame is in
+    the poses' units and consistent across frames. Frames with fewer than `min_points` anchors take
+    the parameters of the nearest frame that has enough. Returns depth, a, b, anchors used per frame."""
+    T = len(priors)
+    a, b = np.full(T, np.nan), np.full(T, np.nan)
+    used = np.zeros(T, dtype=np.int64)
+    for i, (idx, z) in enumerate(anchors):
+        pv = priors[i].reshape(-1)[idx]
+        m = valid[i].reshape(-1)[idx] & np.isfinite(pv) & np.isfinite(z)
+        if m.sum() < min_points:
+            continue
+        ai, bi = fit_scale_shift(pv[m], z[m], trim=trim)
+        if ai > 0:
+            a[i], b[i], used[i] = ai, bi, int(m.sum())
+    good = np.flatnonzero(np.isfinite(a))
+    if len(good) == 0:
+        raise ValueError("no frame has enough triangulated static points to align its depth to the poses "
+                         "(too little camera translation for the noise in flow and poses)")
+    for i in range(T):
+        if not np.isfinite(a[i]):
+            k = good[np.argmin(np.abs(good - i))]
+            a[i], b[i] = a[k], b[k]
+    aligned = priors * a[:, None, None] + b[:, None, None]
+    return aligned.astype(np.float32), a, b, used
+
+
+def align_chain(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, flows: dict, K: np.ndarray,
+                c2ws: np.ndarray, reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alignment for a camera that only rotates (no baseline to triangulate): the reference frame
+    keeps its prior; each other frame, outwards from it, is fitted to its already aligned neighbour
+    at flow-corresponding static pixels, with the depth carried through the rotation
+    (z_j = (R_ji K^-1 p)_z z_i)."""
+    T, h, w = priors.shape
+    a, b = np.ones(T), np.zeros(T)
+    aligned = priors.astype(np.float64).copy()
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    ray = np.stack([(xs + 0.5 - K[0, 2]) / K[0, 0], (ys + 0.5 - K[1, 2]) / K[1, 1], np.ones_like(xs)], -1)
+    order = list(range(reference + 1, T)) + list(range(reference - 1, -1, -1))
+    for i in order:
+        j = i - 1 if i > reference else i + 1
+        f = flows[(i, j)]
+        R_ji = (_w2c_cv(c2ws[j]) @ np.linalg.inv(_w2c_cv(c2ws[i])))[:3, :3]
+        rz = (ray @ R_ji.T)[..., 2]
+        dj = sample_bilinear(aligned[j].astype(np.float32)[..., None], xs + f[..., 0], ys + f[..., 1]).reshape(h, w)
+        vj = sample_bilinear(valid[j].astype(np.float32)[..., None], xs + f[..., 0], ys + f[..., 1]).reshape(h, w)
+        qx, qy = xs + f[..., 0], ys + f[..., 1]
+        seen = (vj > 1 - 1e-5) & (qx >= 0) & (qx <= w - 1) & (qy >= 0) & (qy <= h - 1) & np.isfinite(dj)
+        m = static[i] & valid[i] & seen
+        if m.sum() < 10:
+            m = valid[i] & seen
+        ai, bi = fit_scale_shift(priors[i][m], (dj / rz)[m])
+        if ai <= 0:
+            ai, bi = float(np.median((dj / rz)[m]) / max(np.median(priors[i][m]), 1e-8)), 0.0
+        a[i], b[i] = ai, bi
+        aligned[i] = priors[i] * ai + bi
+    return aligned.astype(np.float32), a, b

@@ -116,3 +116,27 @@ class FolderDepth:
         if shape != self.size:
             d = cv2.resize(d, self.size, interpolation=cv2.INTER_NEAREST)  # never blend across depth edges
         return np.maximum(d, 0.0)
+
+
+def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_from_depth: np.ndarray,
+                   color_size: tuple) -> np.ndarray:
+    """A depth sensor's z-depth map [H,W] re-expressed in the colour camera (RGB-D cameras such as
+    RealSense have two, a few cm apart): each valid depth pixel is lifted with K_depth, moved by the
+    4x4 `color_from_depth` (OpenCV axes), projected with K_color, and the nearest surface kept per
+    colour pixel. Returns [h,w] (color_size = (w, h)); 0 where no depth landed."""
+    h, w = depth.shape
+    ys, xs = np.nonzero(depth > 0)
+    z = depth[ys, xs].astype(np.float64)
+    x = (xs + 0.5 - K_depth[0, 2]) / K_depth[0, 0] * z
+    y = (ys + 0.5 - K_depth[1, 2]) / K_depth[1, 1] * z
+    p = np.stack([x, y, z], 1) @ color_from_depth[:3, :3].T + color_from_depth[:3, 3]
+    W, H = color_size
+    out = np.full(H * W, np.inf)
+    front = p[:, 2] > 0
+    p = p[front]
+    u = np.floor(K_color[0, 0] * p[:, 0] / p[:, 2] + K_color[0, 2]).astype(np.int64)
+    v = np.floor(K_color[1, 1] * p[:, 1] / p[:, 2] + K_color[1, 2]).astype(np.int64)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    np.minimum.at(out, v[inside] * W + u[inside], p[inside, 2])  # z-buffer: nearest wins
+    out[~np.isfinite(out)] = 0.0
+    return out.reshape(H, W).astype(np.float32)

@@ -46,6 +46,7 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
     names, valid = load_valid_masks(root)
     with np.load(root / DEPTH_CACHE) as z:
         aligned, static = z["depth"], z["static"]
+        static = np.broadcast_to(static, aligned.shape)  # one mask (static camera) or one per frame
     with np.load(root / PAIRS_CACHE) as z:
         counts = z["counts"]
     T, H, W = aligned.shape
@@ -59,7 +60,7 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
         prior, pv = load_depth_prior(root / f["depth_prior_path"], H, W)
         plo, phi = np.percentile(prior[pv], [2, 98]) if pv.any() else (0.0, 1.0)
         masks = np.zeros((H, W, 3), np.uint8)
-        masks[static & valid[i]] = (60, 200, 60)
+        masks[static[i] & valid[i]] = (60, 200, 60)
         masks[~valid[i]] = (40, 40, 220)
         j = i + 1 if i + 1 < T else i - 1
         nxt = cv2.imread(str(root / frames[names[j]]["file_path"]))
@@ -68,7 +69,7 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
             _label(img, f"frame {i} t={float(f['time']):.2f}"),
             _label(_colormap(prior, plo, phi), "depth prior"),
             _label(_colormap(aligned[i], lo, hi), "aligned depth"),
-            _label(masks, f"static {100 * (static & valid[i]).mean():.0f}%  dropped {100 * (~valid[i]).mean():.0f}%"),
+            _label(masks, f"static {100 * (static[i] & valid[i]).mean():.0f}%  dropped {100 * (~valid[i]).mean():.0f}%"),
             _label(flow_to_bgr(fl), f"flow -> {j}"),
         ]
         out_rows.append(np.concatenate(cells, 1))

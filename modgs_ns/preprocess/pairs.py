@@ -14,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 from rich.progress import Progress
 
 from modgs_ns.data.scene_format import load_depth_prior, training_frames
-from modgs_ns.preprocess.align import align_priors, nonedge_mask, static_mask, unproject
+from modgs_ns.preprocess.align import (align_chain, align_priors, align_to_anchors, nonedge_mask, static_mask,
+                                      static_mask_moving, triangulate_flow, unproject)
 from modgs_ns.preprocess.flow import cycle_consistent, make_flow, sample_bilinear
 
 UV_SCALE = 16.0
@@ -39,7 +42,12 @@ class PairParams:
     cycle_threshold: float = 3.0
     """Forward-backward flow consistency, pixels (MoDGS/OmniMotion: 3)."""
     static_threshold: float = 0.8
-    """Static mask: neighbour flow magnitude below this, pixels (MoDGS: 0.8)."""
+    """Static mask: neighbour flow, minus the flow the camera's own motion gives, below this, pixels
+    (MoDGS, static camera: flow magnitude below 0.8)."""
+    camera_motion: Literal["auto", "static", "rotation", "moving"] = "auto"
+    """How depth is aligned across frames: static (pixel-to-pixel against a reference frame, MoDGS);
+    rotation (chained through flow and the rotations); moving (fitted to static points triangulated
+    from flow and the poses, in the poses' units). auto: from the poses (identical, same centre, or not)."""
     edge_quantile: float = 0.9
     """Pixels above this quantile of 3D gradient are depth edges and dropped (MoDGS: 0.9)."""
     points_per_frame: int = 20000
@@ -110,6 +118,15 @@ def _load_frames(root: Path, meta: dict):
     return np.stack(imgs), np.stack(priors), np.stack(valid), np.stack(c2ws), K, times, names
 
 
+def camera_motion(c2ws: np.ndarray, tol: float = 1e-6) -> str:
+    """static (all poses equal), rotation (one centre, orientations differ) or moving."""
+    spread = np.abs(c2ws[:, :3, 3] - c2ws[:1, :3, 3]).max()
+    scale = 1.0 + np.abs(c2ws[:, :3, 3]).max()
+    if spread > tol * scale:
+        return "moving"
+    return "rotation" if np.abs(c2ws[:, :3, :3] - c2ws[:1, :3, :3]).max() > tol else "static"
+
+
 def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = True) -> dict:
     """Compute flows, alignment and pairs; write both caches atomically. Returns timings/sizes."""
     imgs, priors, prior_valid, c2ws, K, times, names = _load_frames(root, meta)
@@ -127,10 +144,35 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
                     flows[(i, j)] = flow_fn(imgs[i], imgs[j])
                     bar.advance(task)
 
-    neighbour = [flows[(i, i + 1)] for i in range(T - 1)] + [flows[(i + 1, i)] for i in range(T - 1)]
-    static = static_mask(neighbour, params.static_threshold)
     ref = T // 2 if params.reference_frame < 0 else min(params.reference_frame, T - 1)
-    depth, scales, shifts = align_priors(priors, prior_valid, static, ref)
+    motion = camera_motion(c2ws) if params.camera_motion == "auto" else params.camera_motion
+    if motion == "static":
+        neighbour = [flows[(i, i + 1)] for i in range(T - 1)] + [flows[(i + 1, i)] for i in range(T - 1)]
+        static = static_mask(neighbour, params.static_threshold)
+        depth, scales, shifts = align_priors(priors, prior_valid, static, ref)
+    elif motion == "rotation":
+        # The flow a rotation gives does not depend on depth: any positive depth serves.
+        static = static_mask_moving(flows, np.ones_like(priors), K, c2ws, params.static_threshold)
+        depth, scales, shifts = align_chain(priors, prior_valid, static, flows, K, c2ws, ref)
+    else:
+        anchors = []
+        for i in range(T):
+            j = i + win if i + win < T else max(i - win, 0)
+            ok = cycle_consistent(flows[(i, j)], flows[(j, i)], params.cycle_threshold) & prior_valid[i]
+            anchors.append(triangulate_flow(flows[(i, j)], ok, K, c2ws[i], c2ws[j]))
+        try:
+            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors)
+            # Moving objects' points triangulate wrongly: refit on the anchors the residual test calls static.
+            static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
+            anchors = [(idx[static[i].reshape(-1)[idx]], z[static[i].reshape(-1)[idx]]) for i, (idx, z) in enumerate(anchors)]
+            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors)
+        except ValueError as err:
+            # Too little parallax to triangulate: treat the motion as a rotation for the alignment.
+            print(f"modgs: warning: {err}; depth aligned through flow as for a turning camera", file=sys.stderr, flush=True)
+            motion = "moving (aligned as rotation: too little parallax)"
+            static = static_mask_moving(flows, np.ones_like(priors), K, c2ws, params.static_threshold)
+            depth, scales, shifts = align_chain(priors, prior_valid, static, flows, K, c2ws, ref)
+        static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
     points = np.stack([unproject(depth[i], K, c2ws[i]) for i in range(T)])
     valid = np.stack([prior_valid[i] & nonedge_mask(points[i], params.edge_quantile) for i in range(T)])
 
@@ -187,5 +229,6 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
         "depth_bytes": (root / DEPTH_CACHE).stat().st_size,
         "pairs_bytes": (root / PAIRS_CACHE).stat().st_size,
         "static_fraction": float(static.mean()),
+        "camera_motion": motion,
         "valid_pairs_mean": float(counts[counts > 0].mean()) if (counts > 0).any() else 0.0,
     }

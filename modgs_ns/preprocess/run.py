@@ -30,7 +30,7 @@ from modgs_ns.preprocess.frames import FrameSet, PreprocessError, read_image_fol
 from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, PairParams, build_caches, caches_valid
 
 STATE = "preprocess_state.json"
-CONSOLE = Console(stderr=True)
+CONSOLE = Console(stderr=True, soft_wrap=True)  # messages stay one line
 
 
 @dataclass
@@ -48,6 +48,17 @@ class PreprocessConfig:
     fy: Optional[float] = None
     cx: Optional[float] = None
     cy: Optional[float] = None
+    poses: Optional[Literal["static", "given", "colmap", "rotation"]] = None
+    """Camera poses. static: identity (a tripod video, the released MoDGS setting); given: the input's
+    transforms.json (--nerfstudio-data); colmap: structure from motion with pycolmap (a moving camera);
+    rotation: homographies between neighbouring frames (a camera that only turns). Default: given for
+    --nerfstudio-data, static otherwise."""
+    pose_fallback: bool = True
+    """When structure from motion fails (little parallax), fall back to rotation-only poses (with a
+    warning) instead of stopping."""
+    dynamic_masks: Optional[Path] = None
+    """Folder of masks, one per source frame in name order, non-zero where things move: kept out of
+    feature matching for the poses."""
     depth_model: Optional[Path] = None
     depth_dir: Optional[Path] = None
     depth_scale: float = 1.0
@@ -179,12 +190,29 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     timings["frames"] = time.time() - t0
     W, H = meta_frames["size"]
 
-    # 2. depth prior ----------------------------------------------------------------------------
+    # 2. camera poses --------------------------------------------------------------------------
+    pose_mode = cfg.poses or ("given" if cfg.nerfstudio_data else "static")
+    if pose_mode == "given" and not meta_frames.get("poses"):
+        raise PreprocessError("--poses given needs an input with poses (--nerfstudio-data FOLDER with a transforms.json)")
+    poses_key = _key("poses", frames_key, pose_mode, cfg.pose_fallback, _source_key(cfg.dynamic_masks) if cfg.dynamic_masks else None,
+                     cfg.fov_deg, cfg.fx, cfg.fy, cfg.cx, cfg.cy)
+    t0 = time.time()
+    if state.get("poses", {}).get("key") == poses_key:
+        CONSOLE.print(f"modgs-preprocess: poses up to date ({state['poses']['method']}), skipped")
+    else:
+        K = _intrinsics(cfg, meta_frames, W, H)
+        c2w, method = _estimate_poses(cfg, pose_mode, out, names, fs, meta_frames, K)
+        state = {"frames": meta_frames, "poses": {"key": poses_key, "method": method, "c2w": c2w.tolist()}}
+        _write_json_atomic(state_path, state)
+    timings["poses"] = time.time() - t0
+    poses_state = state["poses"]
+
+    # 3. depth prior ----------------------------------------------------------------------------
     if cfg.depth_model is not None:
         dsrc = ["model", _source_key(Path(cfg.depth_model) / "config.json"), cfg.disparity_offset]
     else:
         dsrc = ["folder", _source_key(cfg.depth_dir), cfg.depth_scale, cfg.depth_kind]
-    depth_key = _key("depth", frames_key, dsrc)
+    depth_key = _key("depth", poses_key, dsrc)
     t0 = time.time()
     if state.get("depth", {}).get("key") == depth_key and all((out / "depth_prior" / n.replace(".png", ".npy")).is_file() for n in names):
         CONSOLE.print("modgs-preprocess: depth prior up to date, skipped")
@@ -206,12 +234,12 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
                 np.save(tmp / n.replace(".png", ".npy"), backend(rgb, k).astype(np.float32))
                 bar.advance(task)
         _replace_dir(tmp, out / "depth_prior")
-        state = {"frames": meta_frames, "depth": {"key": depth_key, "kind": depth_kind}}
+        state = {"frames": meta_frames, "poses": poses_state, "depth": {"key": depth_key, "kind": depth_kind}}
         _write_json_atomic(state_path, state)
     timings["depth"] = time.time() - t0
 
-    # 3. scene file, seed points and caches ----------------------------------------------------------
-    meta = _scene_meta(cfg, meta_frames, depth_kind, W, H)
+    # 4. scene file, seed points and caches ----------------------------------------------------------
+    meta = _scene_meta(cfg, meta_frames, poses_state, depth_kind, W, H)
     _write_json_atomic(out / "transforms.json", meta)
     t0 = time.time()
     caches_key = _key("caches", depth_key, cfg.pairs.key())
@@ -227,7 +255,7 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
         _write_json_atomic(state_path, state)
     timings["caches"] = time.time() - t0
 
-    # 4. diagnostics ------------------------------------------------------------------------------
+    # 5. diagnostics ------------------------------------------------------------------------------
     t0 = time.time()
     if cfg.diagnostics:
         from modgs_ns.preprocess.diagnostics import write_diagnostics
@@ -255,7 +283,9 @@ def _count_source(cfg: PreprocessConfig, meta_frames: dict) -> Optional[int]:
     return len(json.loads((src / "transforms.json").read_text()).get("frames", []))
 
 
-def _scene_meta(cfg: PreprocessConfig, mf: dict, depth_kind: str, W: int, H: int) -> dict:
+def _intrinsics(cfg: PreprocessConfig, mf: dict, W: int, H: int) -> np.ndarray:
+    """K of the written (resized) frames: from the input's transforms.json, or --fx/--fy/--cx/--cy
+    (source pixels), or --fov-deg."""
     sw, sh = mf["source_size"]
     if mf.get("intrinsics"):
         k = mf["intrinsics"]
@@ -266,9 +296,58 @@ def _scene_meta(cfg: PreprocessConfig, mf: dict, depth_kind: str, W: int, H: int
         fy = cfg.fy * H / sh if cfg.fy else fx
         cx = cfg.cx * W / sw if cfg.cx is not None else W / 2
         cy = cfg.cy * H / sh if cfg.cy is not None else H / 2
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def _estimate_poses(cfg: PreprocessConfig, mode: str, out: Path, names: list, fs: Optional[FrameSet], mf: dict,
+                    K: np.ndarray) -> tuple[np.ndarray, str]:
+    T = len(names)
+    if mode == "static":
+        return np.tile(np.eye(4), (T, 1, 1)), "static (identity poses)"
+    if mode == "given":
+        return np.array(mf["poses"], dtype=np.float64), "given (input transforms.json)"
+    from modgs_ns.preprocess import poses as P
+
+    images = fs.images if fs is not None else [cv2.cvtColor(cv2.imread(str(out / "images" / n)), cv2.COLOR_BGR2RGB) for n in names]
+    masks = _read_dynamic_masks(cfg.dynamic_masks, mf, images[0].shape[1], images[0].shape[0]) if cfg.dynamic_masks else None
+    if mode == "colmap":
+        CONSOLE.print(f"modgs-preprocess: structure from motion (pycolmap, CPU) on {T} frames")
+        try:
+            return P.colmap_poses(images, K, masks, workdir=out), "colmap (pycolmap)"
+        except P.PoseError as err:
+            if not cfg.pose_fallback:
+                raise
+            CONSOLE.print(f"modgs-preprocess: warning: {err}; falling back to rotation-only poses")
+            reason = f"rotation-only fallback ({err})"
+    else:
+        reason = "rotation-only"
+    static = None if masks is None else [~m for m in masks]
+    return P.rotation_poses(images, K, static, reference=T // 2), reason
+
+
+def _read_dynamic_masks(folder: Path, mf: dict, W: int, H: int) -> list:
+    from modgs_ns.preprocess.frames import IMAGE_EXTS
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (*IMAGE_EXTS, ".npy"))
+    need = max(mf["source_index"]) + 1
+    if len(files) < need:
+        raise PreprocessError(f"--dynamic-masks {folder} has {len(files)} masks; the frames need {need} (one per source frame)")
+    out = []
+    for k in mf["source_index"]:
+        p = files[k]
+        m = np.load(p) if p.suffix == ".npy" else cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise PreprocessError(f"cannot read mask {p}")
+        out.append(cv2.resize((m > 0).astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool))
+    return out
+
+
+def _scene_meta(cfg: PreprocessConfig, mf: dict, poses: dict, depth_kind: str, W: int, H: int) -> dict:
+    K = _intrinsics(cfg, mf, W, H)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     frames = []
     for k, n in enumerate(mf["names"]):
-        pose = mf["poses"][k] if mf.get("poses") else np.eye(4).tolist()  # static camera (released MoDGS setting)
+        pose = poses["c2w"][k]
         frames.append({
             "file_path": f"images/{n}", "depth_prior_path": f"depth_prior/{n.replace('.png', '.npy')}",
             "time": mf["times"][k], "frame_index": k, "source_frame_index": mf["source_index"][k],
@@ -287,7 +366,7 @@ def _scene_meta(cfg: PreprocessConfig, mf: dict, depth_kind: str, W: int, H: int
             "depth_prior": {"dir": "depth_prior", "format": "npy", "kind": depth_kind},
             "seed_points": "points3d.ply", "caches": {},
             "preprocess": {"input": mf["source"], "stride": cfg.stride, "max_side": cfg.max_side,
-                           "camera": "poses from ns-process-data" if mf.get("poses") else "static (identity poses)",
+                           "camera": poses["method"],
                            "pairs": asdict(cfg.pairs)},
         },
     }

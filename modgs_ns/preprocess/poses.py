@@ -1,0 +1,206 @@
+"""Camera poses of a video's frames: static, given, structure from motion, or rotation only.
+
+The released MoDGS code knows one case, a static camera (identity poses). Casual videos move, so:
+- `colmap`: incremental SfM with pycolmap (CPU SIFT, sequential matching, intrinsics fixed to ours),
+  dynamic regions kept out of feature extraction where a mask is known;
+- `rotation`: a camera that turns on the spot (or SfM without parallax): frame-to-frame homographies
+  on static pixels, R = K^-1 H K, chained; no translation, so no parallax is assumed;
+- `given`: poses from a transforms.json (ns-process-data), used as they are.
+
+All poses returned here are nerfstudio camera-to-world matrices (OpenGL axes: x right, y up, -z forward).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from modgs_ns.preprocess.frames import PreprocessError
+
+CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips y and z: OpenCV camera axes <-> OpenGL camera axes
+
+
+class PoseError(PreprocessError):
+    """Poses could not be estimated (the message says why and what to try)."""
+
+
+# ----------------------------------------------------------------------------- structure from motion
+def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Optional[Sequence[np.ndarray]] = None,
+                 overlap: int = 10, min_registered: float = 1.0, workdir: Optional[Path] = None) -> np.ndarray:
+    """c2w [T,4,4] from pycolmap's incremental mapper; PoseError when fewer than `min_registered`
+    of the frames end up in one model. Intrinsics are fixed (PINHOLE, not refined): the scene's K
+    is the one training uses. `dynamic_masks` (True = moving) are written as COLMAP masks."""
+    try:
+        import pycolmap
+    except ImportError as err:
+        raise PreprocessError("--poses colmap needs pycolmap: pip install 'modgs-ns[sfm]' (or pycolmap)") from err
+    pycolmap.logging.minloglevel = 2  # it logs every mapper step at INFO on stderr
+    T = len(images)
+    if T < 3:  # bad input, not a failure a fallback should hide
+        raise PreprocessError(f"structure from motion needs at least 3 frames, got {T}")
+    tmp = Path(tempfile.mkdtemp(prefix="modgs-sfm-", dir=workdir))
+    try:
+        img_dir, mask_dir, db = tmp / "images", tmp / "masks", tmp / "database.db"
+        img_dir.mkdir()
+        names = [f"{k:05d}.png" for k in range(T)]
+        for n, im in zip(names, images):
+            cv2.imwrite(str(img_dir / n), cv2.cvtColor(im, cv2.COLOR_RGB2BGR) if im.ndim == 3 else im)
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        reader.camera_params = ",".join(f"{v:.6f}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+        if dynamic_masks is not None:
+            mask_dir.mkdir()
+            for n, m in zip(names, dynamic_masks):  # COLMAP: features where the mask is non-zero
+                cv2.imwrite(str(mask_dir / f"{n}.png"), np.where(m, 0, 255).astype(np.uint8))
+            reader.mask_path = str(mask_dir)
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.use_gpu = False
+        extraction.num_threads = 1  # with more threads the mapper's result varies from run to run
+        pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                  extraction_options=extraction, device=pycolmap.Device.cpu)
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = overlap
+        pairing.num_threads = 1
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = 1
+        matching.use_gpu = False
+        pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.ba_refine_focal_length = False
+        opts.ba_refine_principal_point = False
+        opts.ba_refine_extra_params = False
+        opts.num_threads = 1
+        # A casual video's camera moves little: COLMAP's default initial-pair angle (16 deg) is for
+        # photo collections. The mapper is run again, stricter on matches, if a frame is left out.
+        opts.mapper.init_min_tri_angle = 2.0
+        best, n_reg = None, 0
+        for attempt in range(3):
+            opts.random_seed = attempt
+            (tmp / "sparse").mkdir(exist_ok=True)
+            models = pycolmap.incremental_mapping(db, img_dir, tmp / "sparse", options=opts)
+            cand = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
+            if cand is not None and cand.num_reg_images() > n_reg:
+                best, n_reg = cand, cand.num_reg_images()
+            if n_reg == T:
+                break
+            shutil.rmtree(tmp / "sparse", ignore_errors=True)
+        if n_reg < max(3, int(np.ceil(min_registered * T))):
+            raise PoseError(f"structure from motion registered {n_reg} of {T} frames (too little parallax, "
+                            "too few features or too much motion); try --poses rotation for a camera that only turns")
+        c2w = np.zeros((T, 4, 4))
+        by_name = {im.name: im for im in best.images.values()}
+        for k, n in enumerate(names):
+            if n not in by_name:  # min_registered < 1: interpolate later; mark as missing
+                c2w[k] = np.nan
+                continue
+            pose = by_name[n].cam_from_world
+            pose = pose() if callable(pose) else pose
+            w2c = np.eye(4)
+            w2c[:3, :4] = pose.matrix()
+            c2w[k] = np.linalg.inv(w2c) @ CV_TO_GL
+        if np.isnan(c2w).any():
+            raise PoseError(f"structure from motion registered {n_reg} of {T} frames; every frame needs a pose")
+        return c2w
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- rotation only
+def relative_rotation(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray, mask_a: Optional[np.ndarray] = None,
+                      min_inliers: int = 20) -> tuple[np.ndarray, int]:
+    """R_ba (camera a -> camera b coordinates, OpenCV axes) of a purely rotating camera from SIFT
+    matches (mask_a: True where features may be used), and the number of matches it rests on."""
+    sift = cv2.SIFT_create(nfeatures=4000)
+    grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) if im.ndim == 3 else im for im in (img_a, img_b)]
+    ka, da = sift.detectAndCompute(grey[0], None if mask_a is None else mask_a.astype(np.uint8) * 255)
+    kb, db = sift.detectAndCompute(grey[1], None)
+    if da is None or db is None or len(ka) < min_inliers or len(kb) < min_inliers:
+        raise PoseError(f"too few features for a rotation estimate ({0 if da is None else len(ka)})")
+    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
+    good = [m for m, n in (p for p in matches if len(p) == 2) if m.distance < 0.75 * n.distance]
+    if len(good) < min_inliers:
+        raise PoseError(f"too few feature matches for a rotation estimate ({len(good)})")
+    pa = np.float32([ka[m.queryIdx].pt for m in good])
+    pb = np.float32([kb[m.trainIdx].pt for m in good])
+    H, inl = cv2.findHomography(pa, pb, cv2.RANSAC, 2.0)
+    if H is None or int(inl.sum()) < min_inliers:
+        raise PoseError("no consistent homography between neighbouring frames")
+    # K^-1 H K is a rotation only up to noise, and its perspective terms are ill-conditioned for a
+    # small rotation; so the homography only picks the inliers, and R is the rotation that best maps
+    # their viewing rays (Kabsch on unit bearing vectors: 3 degrees of freedom, not 8).
+    keep = inl.ravel().astype(bool)
+    Kinv = np.linalg.inv(K)
+
+    def rays(p):
+        r = np.c_[p + 0.5, np.ones(len(p))] @ Kinv.T  # keypoints have pixel centres at integers
+        return r / np.linalg.norm(r, axis=1, keepdims=True)
+
+    a, b = rays(pa[keep]), rays(pb[keep])
+    u, _, vt = np.linalg.svd(b.T @ a)
+    R = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    return R, int(keep.sum())
+
+
+def rotation_poses(images: Sequence[np.ndarray], K: np.ndarray, static_masks: Optional[Sequence[np.ndarray]] = None,
+                   reference: int = 0) -> np.ndarray:
+    """c2w [T,4,4] of a camera turning about its centre: chained frame-to-frame rotations, the
+    reference frame's pose the identity (as a static camera's), every centre at the origin."""
+    T = len(images)
+    if T < 2:
+        raise PoseError(f"rotation estimate needs at least 2 frames, got {T}")
+    c2w_cv = [None] * T
+    c2w_cv[reference] = np.eye(3)
+    order = list(range(reference + 1, T)) + list(range(reference - 1, -1, -1))
+    for k in order:
+        j = k - 1 if k > reference else k + 1  # the neighbour already placed
+        R_kj, _ = relative_rotation(images[j], images[k], K, None if static_masks is None else static_masks[j])
+        c2w_cv[k] = c2w_cv[j] @ R_kj.T  # x_k = R_kj x_j  =>  world_from_k = world_from_j R_kj^T
+    out = np.tile(np.eye(4), (T, 1, 1))
+    for k in range(T):
+        out[k, :3, :3] = c2w_cv[k]
+    # World axes = the reference camera's OpenGL axes, so that camera's pose is the identity.
+    return CV_TO_GL @ out @ CV_TO_GL
+
+
+# ----------------------------------------------------------------------------- evaluation
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising sum |s R src + t - dst|^2 (Umeyama 1991), points [N,3]."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        S[2, 2] = -1
+    R = u @ S @ vt
+    var = (xs ** 2).sum() / len(src)
+    s = float(np.trace(np.diag(d) @ S) / var) if var > 0 else 1.0
+    return s, R, mu_d - s * R @ mu_s
+
+
+def trajectory_errors(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict:
+    """ATE: RMSE of the camera centres after a similarity alignment (GT units; for a pure rotation,
+    with no spread of centres, after a translation only). Rotation error: mean angle (degrees)
+    after the one rotation that best aligns all orientations (the centres of a short arc do not pin
+    the rotation about the arc's chord down, the orientations do)."""
+    ce, cg = est_c2w[:, :3, 3], gt_c2w[:, :3, 3]
+    if np.linalg.norm(ce - ce.mean(0), axis=1).max() > 1e-9:
+        s, R, t = umeyama(ce, cg)
+        aligned = (s * ce @ R.T) + t
+    else:
+        s, aligned = 1.0, ce - ce.mean(0) + cg.mean(0)
+    ate = float(np.sqrt(((aligned - cg) ** 2).sum(-1).mean()))
+    # argmin_R sum |R E_i - G_i|_F: the orthogonal projection of sum G_i E_i^T.
+    u, _, vt = np.linalg.svd(sum(g[:3, :3] @ e[:3, :3].T for e, g in zip(est_c2w, gt_c2w)))
+    Ra = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    rot = []
+    for e, g in zip(est_c2w, gt_c2w):
+        dR = (Ra @ e[:3, :3]).T @ g[:3, :3]
+        rot.append(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+    return {"ate": ate, "rotation_deg": float(np.mean(rot)), "scale": float(s),
+            "path_length": float(np.linalg.norm(np.diff(cg, axis=0), axis=1).sum())}
