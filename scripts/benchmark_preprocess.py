@@ -18,57 +18,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def sh(cmd, log: Path, env) -> float:
-    t0 = time.time()
-    with open(log, "w") as f:
-        r = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
-    if r.returncode:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd[:3]))} (log {log}): {log.read_text().strip().splitlines()[-3:]}")
-    return time.time() - t0
-
-
-def add_held_out(S: Path, P: Path) -> None:
-    ms, mp = json.loads((S / "transforms.json").read_text()), json.loads((P / "transforms.json").read_text())
-    train_s = {round(f["time"], 6): f for f in ms["frames"] if f["camera"] == "train"}
-    train_p = sorted(mp["frames"], key=lambda f: f["time"])
-    s_sorted = sorted(train_s.values(), key=lambda f: f["time"])
-    for fp, fs in zip(train_p, s_sorted):  # metric depth of the training frames (for the scale)
-        dst = P / "depth_gt" / Path(fs["gt_depth_path"]).name
-        dst.parent.mkdir(exist_ok=True)
-        shutil.copy(S / fs["gt_depth_path"], dst)
-        fp["gt_depth_path"] = f"depth_gt/{dst.name}"
-    test = []
-    for f in ms["frames"]:
-        if f["camera"] == "train" or f"images/{Path(f['file_path']).name}" not in ms["test_filenames"]:
-            continue
-        ref = train_s[round(f["time"], 6)]
-        rel = np.linalg.inv(np.array(ref["transform_matrix"])) @ np.array(f["transform_matrix"])
-        k = s_sorted.index(ref)
-        pose = np.array(train_p[k]["transform_matrix"]) @ rel
-        g = dict(f)
-        g["time"] = train_p[k]["time"]  # the video's time for that frame
-        g["transform_matrix"] = pose.tolist()
-        for key in ("file_path", "gt_depth_path", "dynamic_mask_path"):
-            dst = P / Path(f[key]).parent.name / Path(f[key]).name
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copy(S / f[key], dst)
-            g[key] = f"{dst.parent.name}/{dst.name}"
-        test.append(g)
-    mp["frames"] = train_p + test
-    mp["test_filenames"] = [g["file_path"] for g in test]
-    (P / "transforms.json").write_text(json.dumps(mp, indent=1))
+from bench_common import BIN, ROOT, add_held_out, sh, train_and_eval
 
 
 def main() -> None:
@@ -97,16 +51,7 @@ def main() -> None:
     add_held_out(S, P)
     rows = {}
     for name, scene in (("generator's scene", S), ("modgs-preprocess scene", P)):
-        runs = w / "runs"
-        tag = scene.name
-        t = sh([BIN / "ns-train", "modgs-cpu", "--data", scene, "--output-dir", runs, "--experiment-name", tag, "--timestamp", "run",
-                "--vis", "tensorboard", "--max-num-iterations", args.stage1_steps + args.stage2_steps,
-                "--pipeline.model.stage1-steps", args.stage1_steps], w / f"{tag}_train.log", env)
-        config = runs / tag / "modgs-cpu" / "run" / "config.yml"
-        sh([BIN / "modgs-eval", "--load-config", config, "--output-dir", w / f"{tag}_eval", "--scale-method", "metric-depth",
-            "--grid-every", "0"], w / f"{tag}_eval.log", env)
-        m = json.loads((w / f"{tag}_eval" / "metrics.json").read_text())
-        rows[name] = (m["mean"], m["test_camera_scale"], t)
+        rows[name] = train_and_eval(scene, scene.name, w, args.stage1_steps, args.stage2_steps, env)
     print(f"modgs-preprocess on the 32-frame 240x180 video: {t_pre:.1f} s (log: {w / 'preprocess.log'})")
     print("| scene | test PSNR | SSIM | PSNR dynamic | PSNR co-visible | test-camera scale | train time |")
     print("|---|---|---|---|---|---|---|")

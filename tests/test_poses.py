@@ -170,6 +170,12 @@ def test_register_depth_of_a_plane_seen_from_a_shifted_colour_camera():
     # shifted left by 300 * 0.05 / 1.5 = 10 px.
     cols = np.flatnonzero(covered[60])
     assert cols[0] == pytest.approx(80 - 60 - 10, abs=1) and cols[-1] == pytest.approx(80 + 60 - 10 - 1, abs=1)
+    # A colour camera with a longer focal length than the depth one: splats land ~1.5 px apart and
+    # the gaps between them are filled, so the covered region has no holes.
+    Kc2 = np.array([[600.0, 0, 80], [0, 600.0, 60], [0, 0, 1]])
+    out = register_depth(depth, Kd, Kc2, color_from_depth, (160, 120))
+    assert (out > 0).all()
+    np.testing.assert_allclose(out, 1.5, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- modgs-preprocess

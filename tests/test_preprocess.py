@@ -234,30 +234,12 @@ def test_dis_flow_accuracy_against_ground_truth_flow(synth):
 
 def _vtest() -> Path:
     """vtest.avi from Debian's opencv-doc, fetched once with `apt-get download` into a cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modgs_ns" / "test-data"
-    target = cache / "vtest.avi"
-    if target.is_file():
-        return target
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("vtest.avi needs apt-get and dpkg-deb (Debian) to fetch opencv-doc")
-    work = cache / "download"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    r = subprocess.run(["apt-get", "download", "opencv-doc"], cwd=work, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
-        r = subprocess.run(["apt-get", "download", "opencv-doc"], cwd=work, capture_output=True, text=True, timeout=600)
-    debs = list(work.glob("opencv-doc_*.deb"))
-    if r.returncode != 0 or not debs:
-        pytest.skip(f"could not apt-get download opencv-doc (offline?): {r.stderr.strip()[-200:]}")
-    member = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
-    tar = subprocess.run(f"dpkg-deb --fsys-tarfile {debs[0]} | tar -x -C {work} {member}", shell=True, capture_output=True, text=True)
-    src = work / member
-    if tar.returncode != 0 or not src.is_file():
-        pytest.skip(f"opencv-doc has no vtest.avi: {tar.stderr.strip()[-200:]}")
-    os.replace(src, target)
-    shutil.rmtree(work, ignore_errors=True)
-    return target
+    from modgs_ns.data.samples import SampleUnavailable, vtest_video
+
+    try:
+        return vtest_video()
+    except SampleUnavailable as err:
+        pytest.skip(str(err))
 
 
 def test_real_clip_vtest_static_mask_excludes_walkers(tmp_path):

@@ -161,11 +161,15 @@ def triangulate_flow(flow: np.ndarray, ok: np.ndarray, K: np.ndarray, c2w_i: np.
 
 
 def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_points: int = 50,
-                     trim: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     trim: float = 0.2, metric: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Aligned depth [T,H,W] = a_i prior_i + b_i fitted to each frame's sparse anchor depths
     (`anchors[i]` = (flat pixel indices, depths), e.g. from `triangulate_flow`), so every frame is in
     the poses' units and consistent across frames. Frames with fewer than `min_points` anchors take
-    the parameters of the nearest frame that has enough. Returns depth, a, b, anchors used per frame."""
+    the parameters of the nearest frame that has enough. Returns depth, a, b, anchors used per frame.
+
+    `metric`: the depth is already metric (a sensor, a metric model), so only one scale (pose units
+    per metre) is unknown: each frame's scale is fitted without a shift and all frames take their
+    median (`a` keeps the per-frame fits, whose spread checks poses against depth)."""
     T = len(priors)
     a, b = np.full(T, np.nan), np.full(T, np.nan)
     used = np.zeros(T, dtype=np.int64)
@@ -174,7 +178,11 @@ def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_p
         m = valid[i].reshape(-1)[idx] & np.isfinite(pv) & np.isfinite(z)
         if m.sum() < min_points:
             continue
-        ai, bi = fit_scale_shift(pv[m], z[m], trim=trim)
+        if metric:
+            r = z[m] / np.maximum(pv[m], 1e-12)
+            ai, bi = float(np.median(r)), 0.0
+        else:
+            ai, bi = fit_scale_shift(pv[m], z[m], trim=trim)
         if ai > 0:
             a[i], b[i], used[i] = ai, bi, int(m.sum())
     good = np.flatnonzero(np.isfinite(a))
@@ -185,6 +193,9 @@ def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_p
         if not np.isfinite(a[i]):
             k = good[np.argmin(np.abs(good - i))]
             a[i], b[i] = a[k], b[k]
+    if metric:
+        aligned = priors * float(np.median(a[used > 0]))
+        return aligned.astype(np.float32), a, b, used
     aligned = priors * a[:, None, None] + b[:, None, None]
     return aligned.astype(np.float32), a, b, used
 

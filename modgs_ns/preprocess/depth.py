@@ -138,5 +138,11 @@ def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, 
     v = np.floor(K_color[1, 1] * p[:, 1] / p[:, 2] + K_color[1, 2]).astype(np.int64)
     inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
     np.minimum.at(out, v[inside] * W + u[inside], p[inside, 2])  # z-buffer: nearest wins
+    out = out.reshape(H, W)
+    # A depth camera with a wider view than the colour one leaves empty colour pixels between the
+    # splats: each takes the nearest of its splatted 3x3 neighbours (larger holes stay empty).
+    near = cv2.erode(np.where(np.isfinite(out), out, np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    out = np.where(np.isfinite(out), out, near)
     out[~np.isfinite(out)] = 0.0
-    return out.reshape(H, W).astype(np.float32)
+    return out.astype(np.float32)

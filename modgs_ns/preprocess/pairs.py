@@ -160,12 +160,13 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
             j = i + win if i + win < T else max(i - win, 0)
             ok = cycle_consistent(flows[(i, j)], flows[(j, i)], params.cycle_threshold) & prior_valid[i]
             anchors.append(triangulate_flow(flows[(i, j)], ok, K, c2ws[i], c2ws[j]))
+        metric = meta.get("modgs", {}).get("depth_prior", {}).get("kind") == "metric_depth"
         try:
-            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors)
+            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
             # Moving objects' points triangulate wrongly: refit on the anchors the residual test calls static.
             static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
             anchors = [(idx[static[i].reshape(-1)[idx]], z[static[i].reshape(-1)[idx]]) for i, (idx, z) in enumerate(anchors)]
-            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors)
+            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
         except ValueError as err:
             # Too little parallax to triangulate: treat the motion as a rotation for the alignment.
             print(f"modgs: warning: {err}; depth aligned through flow as for a turning camera", file=sys.stderr, flush=True)
