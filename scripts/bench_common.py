@@ -69,3 +69,32 @@ def train_and_eval(scene: Path, tag: str, work: Path, stage1: int, stage2: int, 
         "--grid-every", "0"], work / f"{tag}_eval.log", env)
     m = json.loads((work / f"{tag}_eval" / "metrics.json").read_text())
     return m["mean"], m["test_camera_scale"], t
+
+
+def print_table(rows: dict, first: str) -> None:
+    """Markdown table of train_and_eval results, one row per name."""
+    print(f"| {first} | test PSNR | SSIM | PSNR dynamic | PSNR co-visible | test-camera scale | train time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (m, sc, t) in rows.items():
+        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('psnr_dynamic') or float('nan'):.2f} | "
+              f"{m.get('psnr_covisible') or float('nan'):.2f} | {sc['scale']:.4f} | {t:.0f} s |")
+
+
+def bench_parser(doc: str, name: str):
+    """The options every training benchmark has: stage lengths and a work folder."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage2-steps", type=int, default=600)
+    ap.add_argument("--work-dir", type=Path, default=ROOT / "benchmark_output" / name)
+    return ap
+
+
+def fresh_work_dir(path: Path) -> tuple[Path, dict]:
+    """An empty work folder and the environment for the subprocesses (offline, no torch.compile)."""
+    import os
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path, dict(os.environ, TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")

@@ -14,27 +14,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
 import cv2
 
-from bench_common import BIN, ROOT, add_held_out, sh, train_and_eval
+from bench_common import BIN, add_held_out, bench_parser, fresh_work_dir, print_table, sh, train_and_eval
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage1-steps", type=int, default=600)
-    ap.add_argument("--stage2-steps", type=int, default=600)
-    ap.add_argument("--work-dir", type=Path, default=ROOT / "benchmark_output" / "preprocess")
-    args = ap.parse_args()
-    env = dict(os.environ, TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
-    w = args.work_dir
-    shutil.rmtree(w, ignore_errors=True)
-    w.mkdir(parents=True)
+    args = bench_parser(__doc__, "preprocess").parse_args()
+    w, env = fresh_work_dir(args.work_dir)
     S, P = w / "synth", w / "preprocessed"
     sh([BIN / "modgs-synth", "--output-dir", S, "--scene.num-frames", "32", "--scene.width", "240", "--scene.height", "180"], w / "synth.log", env)
     ms = json.loads((S / "transforms.json").read_text())
@@ -53,11 +44,7 @@ def main() -> None:
     for name, scene in (("generator's scene", S), ("modgs-preprocess scene", P)):
         rows[name] = train_and_eval(scene, scene.name, w, args.stage1_steps, args.stage2_steps, env)
     print(f"modgs-preprocess on the 32-frame 240x180 video: {t_pre:.1f} s (log: {w / 'preprocess.log'})")
-    print("| scene | test PSNR | SSIM | PSNR dynamic | PSNR co-visible | test-camera scale | train time |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (m, sc, t) in rows.items():
-        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('psnr_dynamic') or float('nan'):.2f} | "
-              f"{m.get('psnr_covisible') or float('nan'):.2f} | {sc['scale']:.4f} | {t:.0f} s |")
+    print_table(rows, "scene")
     a, b = (r[0]["psnr"] for r in rows.values())
     print(f"difference: {b - a:+.2f} dB (acceptance: within 0.5 dB)")
 

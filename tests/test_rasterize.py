@@ -16,14 +16,20 @@ from modgs_ns.model.rasterize_torch import TILE, eval_sh, quat_scale_to_covar, t
 BACKENDS = ["torch", "cpp"]
 
 
-@pytest.fixture(params=BACKENDS)
-def rasterization(request):
-    """rasterization() bound to one CPU backend. The compiled one must build wherever a C++
-    compiler exists (first use compiles it, ~40 s)."""
-    if request.param == "cpp" and not rasterize_cpp.available():
+def _require_compiled() -> None:
+    """The compiled rasterizer must build wherever a C++ compiler exists (first use compiles it,
+    ~40 s); without a compiler its tests are skipped."""
+    if not rasterize_cpp.available():
         if shutil.which("c++") or shutil.which("g++"):
             pytest.fail(f"compiled rasterizer did not build: {rasterize_cpp._error}")
         pytest.skip("no C++ compiler on this machine")
+
+
+@pytest.fixture(params=BACKENDS)
+def rasterization(request):
+    """rasterization() bound to one CPU backend."""
+    if request.param == "cpp":
+        _require_compiled()
     return functools.partial(rasterize_module.rasterization, cpu_backend=request.param)
 
 
@@ -219,10 +225,7 @@ def _random_scene(n, width, height, seed=0, dtype=torch.float32):
 
 @pytest.fixture
 def compiled():
-    if not rasterize_cpp.available():
-        if shutil.which("c++") or shutil.which("g++"):
-            pytest.fail(f"compiled rasterizer did not build: {rasterize_cpp._error}")
-        pytest.skip("no C++ compiler on this machine")
+    _require_compiled()
     return rasterize_cpp._ext
 
 

@@ -58,13 +58,18 @@ class ModgsDataParser(Nerfstudio):
         # reads the instance's value.
         self.includes_time = True
 
+    def _ensure_caches(self, data_dir: Path, meta: dict) -> None:
+        """Build the flow / alignment / 3D-pair caches unless they exist for these parameters."""
+        if not caches_valid(data_dir, self.config.pairs):
+            print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
+            build_caches(data_dir, meta, self.config.pairs)
+
     def _generate_dataparser_outputs(self, split: str = "train"):
         try:
             data_dir, meta = load_scene_meta(self.config.data)
             validate_scene(data_dir, meta, require_prior=(split == "train"))
-            if split == "train" and not caches_valid(data_dir, self.config.pairs):
-                print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
-                build_caches(data_dir, meta, self.config.pairs)
+            if split == "train":
+                self._ensure_caches(data_dir, meta)
         except (SceneFormatError, ValueError) as err:
             # One line, no traceback: this is a problem with the user's data, not with the code.
             print(f"modgs-data: error: {err}", file=sys.stderr, flush=True)
@@ -128,9 +133,7 @@ class ModgsDataParser(Nerfstudio):
         if method == "none":
             return ScaleEstimate(1.0, "none", 0)
         try:
-            if not caches_valid(data_dir, self.config.pairs):
-                print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
-                build_caches(data_dir, meta, self.config.pairs)
+            self._ensure_caches(data_dir, meta)
             names, valid = load_valid_masks(data_dir)
             with np.load(data_dir / DEPTH_CACHE) as z:
                 aligned, K = z["depth"], z["K"]

@@ -31,7 +31,8 @@ class PoseError(PreprocessError):
 
 # ----------------------------------------------------------------------------- structure from motion
 def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Optional[Sequence[np.ndarray]] = None,
-                 overlap: int = 10, min_registered: float = 1.0, workdir: Optional[Path] = None) -> np.ndarray:
+                 overlap: int = 10, min_registered: float = 1.0, workdir: Optional[Path] = None,
+                 min_side: int = 480) -> np.ndarray:
     """c2w [T,4,4] from pycolmap's incremental mapper; PoseError when fewer than `min_registered`
     of the frames end up in one model. Intrinsics are fixed (PINHOLE, not refined): the scene's K
     is the one training uses. `dynamic_masks` (True = moving) are written as COLMAP masks."""
@@ -48,14 +49,25 @@ def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Opt
         img_dir, mask_dir, db = tmp / "images", tmp / "masks", tmp / "database.db"
         img_dir.mkdir()
         names = [f"{k:05d}.png" for k in range(T)]
+        # Small frames give SIFT few, coarse keypoints: SfM runs on frames upsampled to a shorter
+        # side of at least `min_side` px (K scaled with them; poses do not depend on it). Measured:
+        # the orbiting 240x180 scene's rotation error is 0.67 deg as is, 0.25 at 480, 0.17 at 720;
+        # but 720 broke the real castel sequence (480x360 frames), which 480 keeps intact.
+        h, w = images[0].shape[:2]
+        up = max(1.0, min_side / min(h, w))
+        size = (int(round(w * up)), int(round(h * up)))
+        Ks = K.copy()
+        Ks[:2] *= np.array([[size[0] / w], [size[1] / h]])
         for n, im in zip(names, images):
+            im = cv2.resize(im, size, interpolation=cv2.INTER_CUBIC) if up > 1 else im
             cv2.imwrite(str(img_dir / n), cv2.cvtColor(im, cv2.COLOR_RGB2BGR) if im.ndim == 3 else im)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = "PINHOLE"
-        reader.camera_params = ",".join(f"{v:.6f}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+        reader.camera_params = ",".join(f"{v:.6f}" for v in (Ks[0, 0], Ks[1, 1], Ks[0, 2], Ks[1, 2]))
         if dynamic_masks is not None:
             mask_dir.mkdir()
             for n, m in zip(names, dynamic_masks):  # COLMAP: features where the mask is non-zero
+                m = cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
                 cv2.imwrite(str(mask_dir / f"{n}.png"), np.where(m, 0, 255).astype(np.uint8))
             reader.mask_path = str(mask_dir)
         extraction = pycolmap.FeatureExtractionOptions()

@@ -265,7 +265,8 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     meta["modgs"]["preprocess"]["timings_s"] = timings
     meta["modgs"]["preprocess"]["caches"] = stats
     _write_json_atomic(out / "transforms.json", meta)
-    return {"frames": len(names), "size": (W, H), "timings": timings, "caches": stats, "depth_kind": depth_kind}
+    return {"frames": len(names), "size": (W, H), "timings": timings, "caches": stats, "depth_kind": depth_kind,
+            "poses": poses_state["method"]}
 
 
 def _count_source(cfg: PreprocessConfig, meta_frames: dict) -> Optional[int]:

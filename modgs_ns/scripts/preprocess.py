@@ -3,12 +3,15 @@
 Steps: decode frames (exact, no frame-rate resampling; source index and timestamp kept; time
 normalized to [0, 1]) -> depth prior (a local transformers model, or a folder of precomputed /
 sensor depth) -> optical flow within a window both ways with a cycle check, static mask, per-frame
-depth alignment, non-edge mask and the 3D-pair cache -> diagnostics.png. Static camera (identity
-poses) unless the input is an ns-process-data output, whose poses are kept. Re-running skips
-finished steps (keyed by their parameters); --force recomputes.
+depth alignment, non-edge mask and the 3D-pair cache -> diagnostics.png. Poses: static camera
+(identity) by default, the input's for an ns-process-data output, or estimated with --poses colmap
+(structure from motion, rotation-only fallback) or --poses rotation; with a moving camera the static
+mask and the depth alignment account for the camera's motion. Re-running skips finished steps
+(keyed by their parameters); --force recomputes.
 
-Example:
+Examples:
     modgs-preprocess --video clip.mp4 --output-dir scene/ --depth-model Depth-Anything-V2-Small-hf/
+    modgs-preprocess --video handheld.mp4 --output-dir scene/ --depth-model DA2/ --poses colmap
     ns-train modgs-cpu --data scene/
 """
 
@@ -43,6 +46,7 @@ def main(cfg: PreprocessConfig) -> int:
     c = result["caches"] or {}
     print(f"modgs-preprocess: {result['frames']} frames at {result['size'][0]}x{result['size'][1]} -> {cfg.output_dir}")
     print("  time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    print(f"  poses: {result.get('poses', 'static')}")
     if c:
         print(f"  static pixels {100 * c.get('static_fraction', 0):.1f}%, caches {c.get('depth_bytes', 0) / 1e6:.1f} + "
               f"{c.get('pairs_bytes', 0) / 1e6:.1f} MB")
