@@ -51,8 +51,8 @@ class PreprocessConfig:
     poses: Optional[Literal["static", "given", "colmap", "rotation"]] = None
     """Camera poses. static: identity (a tripod video, the released MoDGS setting); given: the input's
     transforms.json (--nerfstudio-data); colmap: structure from motion with pycolmap (a moving camera);
-    rotation: homographies between neighbouring frames (a camera that only turns). Default: given for
-    --nerfstudio-data, static otherwise."""
+    rotation: rotations from feature matches between neighbouring frames (a camera that only turns).
+    Default: given for --nerfstudio-data, static otherwise."""
     pose_fallback: bool = True
     """When structure from motion fails (little parallax), fall back to rotation-only poses (with a
     warning) instead of stopping."""
