@@ -278,3 +278,23 @@ def test_real_rgbd_sequence_castel(tmp_path):
     prior = np.load(out / "depth_prior" / "frame_00000.npy")
     ok = prior > 0
     np.testing.assert_allclose(aligned[0][ok] / prior[ok], np.median(a), rtol=1e-4)  # one scale, no shift
+
+
+def test_dynamic_masks_follow_the_kept_frames(tmp_path):
+    """--dynamic-masks: one mask per source frame, picked by the kept frames' source indices and
+    resized to the written frames (nearest, so masks stay binary); too few masks is an error."""
+    from modgs_ns.preprocess.frames import PreprocessError
+    from modgs_ns.preprocess.run import _read_dynamic_masks
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for k in range(6):
+        m = np.zeros((40, 60), np.uint8)
+        m[:, 10 * k: 10 * k + 10] = 255  # frame k: a vertical band at column 10 k
+        cv2.imwrite(str(masks / f"m{k:02d}.png"), m)
+    out = _read_dynamic_masks(masks, {"source_index": [1, 3, 5]}, 30, 20)
+    assert len(out) == 3 and all(m.shape == (20, 30) and m.dtype == bool for m in out)
+    for m, k in zip(out, (1, 3, 5)):
+        np.testing.assert_array_equal(np.flatnonzero(m[0]), np.arange(5 * k, 5 * k + 5))
+    with pytest.raises(PreprocessError, match="has 6 masks; the frames need 8"):
+        _read_dynamic_masks(masks, {"source_index": [0, 7]}, 30, 20)
