@@ -94,8 +94,8 @@ def orbit(args, w: Path, env) -> None:
 
 
 def castel(w: Path, env) -> None:
-    from modgs_ns.data.samples import SampleUnavailable, castel, read_visp_depth
-    from modgs_ns.preprocess.depth import register_depth
+    from modgs_ns.data.samples import SampleUnavailable, castel
+    from modgs_ns.preprocess.pairs import load_valid_masks
 
     try:
         seq = castel()
@@ -103,32 +103,23 @@ def castel(w: Path, env) -> None:
         print(f"castel: skipped ({err})")
         return
     imgs, depth = w / "castel_images", w / "castel_depth"
-    imgs.mkdir()
-    depth.mkdir()
-    for k, (im, dp) in enumerate(zip(seq.images, seq.depth)):
-        shutil.copy(im, imgs / f"image_{k:04d}{im.suffix}")
-        d = read_visp_depth(dp).astype(np.float64) * seq.depth_scale
-        reg = register_depth(d, seq.K_depth, seq.K_color, seq.color_from_depth, (640, 480))
-        cv2.imwrite(str(depth / f"depth_{k:04d}.png"), np.round(reg * 1e4).astype(np.uint16))  # 0.1 mm units
+    seq.write_folders(imgs, depth)
     K = seq.K_color
     out = w / "castel_scene"
     t = sh([BIN / "modgs-preprocess", "--images", imgs, "--output-dir", out, "--poses", "colmap", "--no-pose-fallback",
             "--fx", K[0, 0], "--fy", K[1, 1], "--cx", K[0, 2], "--cy", K[1, 2], "--depth-dir", depth, "--depth-kind", "metric",
-            "--depth-scale", "0.0001", "--fps", "30"], w / "castel_preprocess.log", env)
+            "--depth-scale", seq.PNG_DEPTH_SCALE, "--fps", "30"], w / "castel_preprocess.log", env)
     meta = json.loads((out / "transforms.json").read_text())
+    _, valid = load_valid_masks(out)
     with np.load(out / "caches" / "depth.npz") as z:
         a, aligned = z["scales"], z["depth"]
+        static = np.broadcast_to(z["static"], valid.shape)
     c2w = np.array([f["transform_matrix"] for f in sorted(meta["frames"], key=lambda f: f["time"])])
     path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     med = float(np.median(aligned[aligned > 0]))
     print(f"castel (RealSense SR300, 30 frames 640x480 -> {meta['w']}x{meta['h']}): modgs-preprocess {t:.1f} s, "
           f"{len(c2w)}/30 frames posed ({meta['modgs']['preprocess']['camera']}), camera motion "
           f"{meta['modgs']['preprocess']['caches']['camera_motion']}")
-    from modgs_ns.preprocess.pairs import load_valid_masks
-
-    _, valid = load_valid_masks(out)
-    with np.load(out / "caches" / "depth.npz") as z:
-        static = np.broadcast_to(z["static"], valid.shape)
     print(f"  sensor depth -> pose units (metric depth: scale only): {np.median(a):.3f} units/m; per-frame fits spread "
           f"{100 * a.std() / a.mean():.2f}% (std/mean), range {a.min():.2f}-{a.max():.2f}")
     print(f"  camera path {path / np.median(a) * 100:.1f} cm (poses in metres through the depth scale); median depth "

@@ -251,24 +251,19 @@ def test_real_rgbd_sequence_castel(tmp_path):
     """castel (Debian visp-images-data; handheld RealSense SR300): every frame gets a pose, and the
     sensor depth, registered to the colour camera, agrees with the poses: fitted frame by frame,
     the scale from metres to pose units is one number (within a few percent)."""
-    from modgs_ns.data.samples import SampleUnavailable, castel, read_visp_depth
+    from modgs_ns.data.samples import SampleUnavailable, castel
 
     try:
         seq = castel()
     except SampleUnavailable as err:
         pytest.skip(str(err))
     imgs, depth = tmp_path / "images", tmp_path / "depth"
-    imgs.mkdir()
-    depth.mkdir()
-    for k, (im, dp) in enumerate(zip(seq.images, seq.depth)):
-        cv2.imwrite(str(imgs / f"image_{k:04d}.png"), cv2.imread(str(im), cv2.IMREAD_GRAYSCALE))
-        reg = register_depth(read_visp_depth(dp) * seq.depth_scale, seq.K_depth, seq.K_color, seq.color_from_depth, (640, 480))
-        cv2.imwrite(str(depth / f"depth_{k:04d}.png"), np.round(reg * 1e4).astype(np.uint16))
+    seq.write_folders(imgs, depth)
     K = seq.K_color
     out = tmp_path / "scene"
     r = _cli(["--images", str(imgs), "--output-dir", str(out), "--poses", "colmap", "--no-pose-fallback", "--fx", str(K[0, 0]),
               "--fy", str(K[1, 1]), "--cx", str(K[0, 2]), "--cy", str(K[1, 2]), "--depth-dir", str(depth), "--depth-kind", "metric",
-              "--depth-scale", "0.0001", "--no-diagnostics"], tmp_path)
+              "--depth-scale", str(seq.PNG_DEPTH_SCALE), "--no-diagnostics"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((out / "transforms.json").read_text())
     assert len(meta["frames"]) == 30 and meta["modgs"]["preprocess"]["caches"]["camera_motion"] == "moving"
@@ -298,3 +293,20 @@ def test_dynamic_masks_follow_the_kept_frames(tmp_path):
         np.testing.assert_array_equal(np.flatnonzero(m[0]), np.arange(5 * k, 5 * k + 5))
     with pytest.raises(PreprocessError, match="has 6 masks; the frames need 8"):
         _read_dynamic_masks(masks, {"source_index": [0, 7]}, 30, 20)
+
+
+def test_new_poses_keep_the_depth_prior_and_redo_the_caches(orbit, tmp_path):
+    """The depth prior does not depend on the poses: changing --poses recomputes poses and caches
+    but skips the (with a depth model, slow) depth step."""
+    imgs, prior = _frames_and_prior(orbit, tmp_path, n=6)
+    out = tmp_path / "out"
+    common = ["--images", str(imgs), "--depth-dir", str(prior), "--output-dir", str(out), "--no-diagnostics",
+              "--pairs.points-per-frame", "500"]
+    assert _cli(common, tmp_path).returncode == 0
+    r = _cli([*common, "--poses", "rotation"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "depth prior up to date, skipped" in r.stderr
+    assert "caches up to date" not in r.stderr
+    meta = json.loads((out / "transforms.json").read_text())
+    assert meta["modgs"]["preprocess"]["camera"] == "rotation-only"
+    assert meta["modgs"]["preprocess"]["caches"]["camera_motion"] == "rotation"

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 VISP_CASTEL = "./usr/share/visp-images-data/ViSP-images/mbt-depth/castel"
@@ -68,6 +69,22 @@ class CastelSequence:
     K_depth: np.ndarray
     color_from_depth: np.ndarray  # 4x4, OpenCV axes
     depth_scale: float = 0.000124986647  # metres per raw unit (the SR300's, as ViSP's castel example uses)
+
+    PNG_DEPTH_SCALE = 1e-4  # metres per unit of the depth PNGs `write_folders` writes (0.1 mm)
+
+    def write_folders(self, images: Path, depth: Path) -> None:
+        """The frames, and the sensor depth registered into the colour camera as 16-bit PNG, one
+        per frame: the inputs of `modgs-preprocess --images ... --depth-dir ... --depth-kind metric
+        --depth-scale 0.0001`."""
+        from modgs_ns.preprocess.depth import register_depth
+
+        images.mkdir(parents=True, exist_ok=True)
+        depth.mkdir(parents=True, exist_ok=True)
+        for k, (im, dp) in enumerate(zip(self.images, self.depth)):
+            shutil.copy(im, images / f"image_{k:04d}{im.suffix}")
+            d = read_visp_depth(dp).astype(np.float64) * self.depth_scale
+            reg = register_depth(d, self.K_depth, self.K_color, self.color_from_depth, (640, 480))
+            cv2.imwrite(str(depth / f"depth_{k:04d}.png"), np.round(reg / self.PNG_DEPTH_SCALE).astype(np.uint16))
 
 
 def castel() -> CastelSequence:

@@ -35,6 +35,14 @@ def fit_scale_shift(src: np.ndarray, dst: np.ndarray, trim: float = 0.1) -> tupl
     return float(coef[0]), float(coef[1])
 
 
+def fit_order_preserving(src: np.ndarray, dst: np.ndarray) -> tuple[float, float]:
+    """`fit_scale_shift`, or when it inverts the depth order (a <= 0), the ratio of medians."""
+    a, b = fit_scale_shift(src, dst)
+    if a <= 0:
+        a, b = float(np.median(dst) / max(np.median(src), 1e-8)), 0.0
+    return a, b
+
+
 def align_priors(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, reference: int,
                  min_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aligned depth [T,H,W] = a_i * prior_i + b_i so that static pixels agree with the reference.
@@ -52,10 +60,7 @@ def align_priors(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, refe
         m = mask & valid[i] & valid[reference]
         if m.sum() < 10:
             continue
-        ai, bi = fit_scale_shift(priors[i][m], ref[m])
-        if ai <= 0:  # degenerate fit: keep the order, match medians
-            ai, bi = float(np.median(ref[m]) / max(np.median(priors[i][m]), 1e-8)), 0.0
-        a[i], b[i] = ai, bi
+        a[i], b[i] = fit_order_preserving(priors[i][m], ref[m])
     aligned = priors * a[:, None, None] + b[:, None, None]
     return aligned.astype(np.float32), a, b
 
@@ -84,14 +89,12 @@ def nonedge_mask(points: np.ndarray, quantile: float = 0.9) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- moving camera
+CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips y and z: OpenCV camera axes <-> OpenGL camera axes
+
+
 def _w2c_cv(c2w: np.ndarray) -> np.ndarray:
     """World -> OpenCV camera (4x4) from a nerfstudio (OpenGL) camera-to-world."""
-    c2w_cv = np.array(c2w, dtype=np.float64).copy()
-    c2w_cv[:3, 1:3] *= -1
-    out = np.eye(4)
-    out[:3, :3] = c2w_cv[:3, :3].T
-    out[:3, 3] = -c2w_cv[:3, :3].T @ c2w_cv[:3, 3]
-    return out
+    return np.linalg.inv(np.asarray(c2w, dtype=np.float64) @ CV_TO_GL)
 
 
 def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,19 +217,15 @@ def align_chain(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, flows
     order = list(range(reference + 1, T)) + list(range(reference - 1, -1, -1))
     for i in order:
         j = i - 1 if i > reference else i + 1
-        f = flows[(i, j)]
+        qx, qy = xs + flows[(i, j)][..., 0], ys + flows[(i, j)][..., 1]
         R_ji = (_w2c_cv(c2ws[j]) @ np.linalg.inv(_w2c_cv(c2ws[i])))[:3, :3]
         rz = (ray @ R_ji.T)[..., 2]
-        dj = sample_bilinear(aligned[j].astype(np.float32)[..., None], xs + f[..., 0], ys + f[..., 1]).reshape(h, w)
-        vj = sample_bilinear(valid[j].astype(np.float32)[..., None], xs + f[..., 0], ys + f[..., 1]).reshape(h, w)
-        qx, qy = xs + f[..., 0], ys + f[..., 1]
+        dj = sample_bilinear(aligned[j].astype(np.float32)[..., None], qx, qy).reshape(h, w)
+        vj = sample_bilinear(valid[j].astype(np.float32)[..., None], qx, qy).reshape(h, w)
         seen = (vj > 1 - 1e-5) & (qx >= 0) & (qx <= w - 1) & (qy >= 0) & (qy <= h - 1) & np.isfinite(dj)
         m = static[i] & valid[i] & seen
         if m.sum() < 10:
             m = valid[i] & seen
-        ai, bi = fit_scale_shift(priors[i][m], (dj / rz)[m])
-        if ai <= 0:
-            ai, bi = float(np.median((dj / rz)[m]) / max(np.median(priors[i][m]), 1e-8)), 0.0
-        a[i], b[i] = ai, bi
-        aligned[i] = priors[i] * ai + bi
+        a[i], b[i] = fit_order_preserving(priors[i][m], (dj / rz)[m])
+        aligned[i] = priors[i] * a[i] + b[i]
     return aligned.astype(np.float32), a, b

@@ -127,6 +127,23 @@ def camera_motion(c2ws: np.ndarray, tol: float = 1e-6) -> str:
     return "rotation" if np.abs(c2ws[:, :3, :3] - c2ws[:1, :3, :3]).max() > tol else "static"
 
 
+def _align_moving(flows: dict, priors, prior_valid, K, c2ws, params: PairParams, win: int, metric: bool):
+    """Depth of a translating camera fitted to static points triangulated from flow and the poses
+    (ValueError when no frame has enough of them)."""
+    T = len(priors)
+    anchors = []
+    for i in range(T):
+        j = i + win if i + win < T else max(i - win, 0)
+        ok = cycle_consistent(flows[(i, j)], flows[(j, i)], params.cycle_threshold) & prior_valid[i]
+        anchors.append(triangulate_flow(flows[(i, j)], ok, K, c2ws[i], c2ws[j]))
+    depth, _, _, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
+    # Moving objects' points triangulate wrongly: refit on the anchors the residual test calls static.
+    static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
+    anchors = [(idx[static[i].reshape(-1)[idx]], z[static[i].reshape(-1)[idx]]) for i, (idx, z) in enumerate(anchors)]
+    depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
+    return depth, scales, shifts
+
+
 def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = True) -> dict:
     """Compute flows, alignment and pairs; write both caches atomically. Returns timings/sizes."""
     imgs, priors, prior_valid, c2ws, K, times, names = _load_frames(root, meta)
@@ -146,34 +163,26 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
 
     ref = T // 2 if params.reference_frame < 0 else min(params.reference_frame, T - 1)
     motion = camera_motion(c2ws) if params.camera_motion == "auto" else params.camera_motion
-    if motion == "static":
-        neighbour = [flows[(i, i + 1)] for i in range(T - 1)] + [flows[(i + 1, i)] for i in range(T - 1)]
-        static = static_mask(neighbour, params.static_threshold)
-        depth, scales, shifts = align_priors(priors, prior_valid, static, ref)
-    elif motion == "rotation":
-        # The flow a rotation gives does not depend on depth: any positive depth serves.
-        static = static_mask_moving(flows, np.ones_like(priors), K, c2ws, params.static_threshold)
-        depth, scales, shifts = align_chain(priors, prior_valid, static, flows, K, c2ws, ref)
-    else:
-        anchors = []
-        for i in range(T):
-            j = i + win if i + win < T else max(i - win, 0)
-            ok = cycle_consistent(flows[(i, j)], flows[(j, i)], params.cycle_threshold) & prior_valid[i]
-            anchors.append(triangulate_flow(flows[(i, j)], ok, K, c2ws[i], c2ws[j]))
+    depth = None
+    if motion == "moving":
         metric = meta.get("modgs", {}).get("depth_prior", {}).get("kind") == "metric_depth"
         try:
-            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
-            # Moving objects' points triangulate wrongly: refit on the anchors the residual test calls static.
-            static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
-            anchors = [(idx[static[i].reshape(-1)[idx]], z[static[i].reshape(-1)[idx]]) for i, (idx, z) in enumerate(anchors)]
-            depth, scales, shifts, _ = align_to_anchors(priors, prior_valid, anchors, metric=metric)
+            depth, scales, shifts = _align_moving(flows, priors, prior_valid, K, c2ws, params, win, metric)
         except ValueError as err:
             # Too little parallax to triangulate: treat the motion as a rotation for the alignment.
             print(f"modgs: warning: {err}; depth aligned through flow as for a turning camera", file=sys.stderr, flush=True)
             motion = "moving (aligned as rotation: too little parallax)"
+    if motion == "static":
+        neighbour = [flows[(i, i + 1)] for i in range(T - 1)] + [flows[(i + 1, i)] for i in range(T - 1)]
+        static = static_mask(neighbour, params.static_threshold)
+        depth, scales, shifts = align_priors(priors, prior_valid, static, ref)
+    else:
+        if depth is None:  # a rotation, or a translation too small to triangulate
+            # The flow a rotation gives does not depend on depth: any positive depth serves.
             static = static_mask_moving(flows, np.ones_like(priors), K, c2ws, params.static_threshold)
             depth, scales, shifts = align_chain(priors, prior_valid, static, flows, K, c2ws, ref)
-        static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
+        if motion != "rotation":  # a translating camera's flow depends on depth: the final mask uses the aligned one
+            static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
     points = np.stack([unproject(depth[i], K, c2ws[i]) for i in range(T)])
     valid = np.stack([prior_valid[i] & nonedge_mask(points[i], params.edge_quantile) for i in range(T)])
 

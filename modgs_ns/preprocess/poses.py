@@ -3,8 +3,8 @@
 The released MoDGS code knows one case, a static camera (identity poses). Casual videos move, so:
 - `colmap`: incremental SfM with pycolmap (CPU SIFT, sequential matching, intrinsics fixed to ours),
   dynamic regions kept out of feature extraction where a mask is known;
-- `rotation`: a camera that turns on the spot (or SfM without parallax): frame-to-frame homographies
-  on static pixels, R = K^-1 H K, chained; no translation, so no parallax is assumed;
+- `rotation`: a camera that turns on the spot (or SfM without parallax): frame-to-frame rotations
+  from SIFT matches (homography inliers, then Kabsch on their viewing rays), chained; no translation;
 - `given`: poses from a transforms.json (ns-process-data), used as they are.
 
 All poses returned here are nerfstudio camera-to-world matrices (OpenGL axes: x right, y up, -z forward).
@@ -20,9 +20,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from modgs_ns.preprocess.align import CV_TO_GL
 from modgs_ns.preprocess.frames import PreprocessError
-
-CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips y and z: OpenCV camera axes <-> OpenGL camera axes
 
 
 class PoseError(PreprocessError):
@@ -31,10 +30,9 @@ class PoseError(PreprocessError):
 
 # ----------------------------------------------------------------------------- structure from motion
 def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Optional[Sequence[np.ndarray]] = None,
-                 overlap: int = 10, min_registered: float = 1.0, workdir: Optional[Path] = None,
-                 min_side: int = 480) -> np.ndarray:
-    """c2w [T,4,4] from pycolmap's incremental mapper; PoseError when fewer than `min_registered`
-    of the frames end up in one model. Intrinsics are fixed (PINHOLE, not refined): the scene's K
+                 overlap: int = 10, workdir: Optional[Path] = None, min_side: int = 480) -> np.ndarray:
+    """c2w [T,4,4] from pycolmap's incremental mapper; PoseError unless every frame ends up in one
+    model. Intrinsics are fixed (PINHOLE, not refined): the scene's K
     is the one training uses. `dynamic_masks` (True = moving) are written as COLMAP masks."""
     try:
         import pycolmap
@@ -102,22 +100,17 @@ def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Opt
             if n_reg == T:
                 break
             shutil.rmtree(tmp / "sparse", ignore_errors=True)
-        if n_reg < max(3, int(np.ceil(min_registered * T))):
+        if n_reg < T:
             raise PoseError(f"structure from motion registered {n_reg} of {T} frames (too little parallax, "
                             "too few features or too much motion); try --poses rotation for a camera that only turns")
         c2w = np.zeros((T, 4, 4))
         by_name = {im.name: im for im in best.images.values()}
         for k, n in enumerate(names):
-            if n not in by_name:  # min_registered < 1: interpolate later; mark as missing
-                c2w[k] = np.nan
-                continue
             pose = by_name[n].cam_from_world
             pose = pose() if callable(pose) else pose
             w2c = np.eye(4)
             w2c[:3, :4] = pose.matrix()
             c2w[k] = np.linalg.inv(w2c) @ CV_TO_GL
-        if np.isnan(c2w).any():
-            raise PoseError(f"structure from motion registered {n_reg} of {T} frames; every frame needs a pose")
         return c2w
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,7 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from modgs_ns.data.scene_format import write_ply_points
 from modgs_ns.preprocess.align import unproject
 from modgs_ns.preprocess.depth import FolderDepth, TransformersDepth
-from modgs_ns.preprocess.frames import FrameSet, PreprocessError, read_image_folder, read_nerfstudio_data, read_video
+from modgs_ns.preprocess.frames import (IMAGE_EXTS, FrameSet, PreprocessError, read_image_folder, read_nerfstudio_data,
+                                       read_video)
 from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, PairParams, build_caches, caches_valid
 
 STATE = "preprocess_state.json"
@@ -202,7 +203,9 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     else:
         K = _intrinsics(cfg, meta_frames, W, H)
         c2w, method = _estimate_poses(cfg, pose_mode, out, names, fs, meta_frames, K)
-        state = {"frames": meta_frames, "poses": {"key": poses_key, "method": method, "c2w": c2w.tolist()}}
+        # The depth prior does not depend on the poses (it stays valid); the caches do.
+        state = {k: v for k, v in state.items() if k in ("frames", "depth")}
+        state["poses"] = {"key": poses_key, "method": method, "c2w": c2w.tolist()}
         _write_json_atomic(state_path, state)
     timings["poses"] = time.time() - t0
     poses_state = state["poses"]
@@ -212,7 +215,7 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
         dsrc = ["model", _source_key(Path(cfg.depth_model) / "config.json"), cfg.disparity_offset]
     else:
         dsrc = ["folder", _source_key(cfg.depth_dir), cfg.depth_scale, cfg.depth_kind]
-    depth_key = _key("depth", poses_key, dsrc)
+    depth_key = _key("depth", frames_key, dsrc)
     t0 = time.time()
     if state.get("depth", {}).get("key") == depth_key and all((out / "depth_prior" / n.replace(".png", ".npy")).is_file() for n in names):
         CONSOLE.print("modgs-preprocess: depth prior up to date, skipped")
@@ -230,7 +233,7 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
         with _progress() as bar:
             task = bar.add_task(f"depth prior ({'model' if cfg.depth_model else 'folder'})", total=len(names))
             for k, n in enumerate(names):
-                rgb = fs.images[k] if fs is not None else cv2.cvtColor(cv2.imread(str(out / "images" / n)), cv2.COLOR_BGR2RGB)
+                rgb = fs.images[k] if fs is not None else _read_frame(out, n)
                 np.save(tmp / n.replace(".png", ".npy"), backend(rgb, k).astype(np.float32))
                 bar.advance(task)
         _replace_dir(tmp, out / "depth_prior")
@@ -242,7 +245,7 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     meta = _scene_meta(cfg, meta_frames, poses_state, depth_kind, W, H)
     _write_json_atomic(out / "transforms.json", meta)
     t0 = time.time()
-    caches_key = _key("caches", depth_key, cfg.pairs.key())
+    caches_key = _key("caches", depth_key, poses_key, cfg.pairs.key())
     if state.get("caches", {}).get("key") == caches_key and caches_valid(out, cfg.pairs):
         CONSOLE.print("modgs-preprocess: flow / alignment / 3D-pair caches up to date, skipped")
         stats = state["caches"].get("stats", {})
@@ -269,6 +272,11 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
             "poses": poses_state["method"]}
 
 
+def _read_frame(out: Path, name: str) -> np.ndarray:
+    """A frame written by the frames step (RGB), when that step was skipped on a re-run."""
+    return cv2.cvtColor(cv2.imread(str(out / "images" / name)), cv2.COLOR_BGR2RGB)
+
+
 def _count_source(cfg: PreprocessConfig, meta_frames: dict) -> Optional[int]:
     """Frames in the source (to match a depth folder holding one file per source frame)."""
     if cfg.video:
@@ -278,8 +286,6 @@ def _count_source(cfg: PreprocessConfig, meta_frames: dict) -> Optional[int]:
         return n if n > 0 else None
     src = Path(cfg.images or cfg.nerfstudio_data)
     if cfg.images:
-        from modgs_ns.preprocess.frames import IMAGE_EXTS
-
         return sum(1 for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     return len(json.loads((src / "transforms.json").read_text()).get("frames", []))
 
@@ -309,7 +315,7 @@ def _estimate_poses(cfg: PreprocessConfig, mode: str, out: Path, names: list, fs
         return np.array(mf["poses"], dtype=np.float64), "given (input transforms.json)"
     from modgs_ns.preprocess import poses as P
 
-    images = fs.images if fs is not None else [cv2.cvtColor(cv2.imread(str(out / "images" / n)), cv2.COLOR_BGR2RGB) for n in names]
+    images = fs.images if fs is not None else [_read_frame(out, n) for n in names]
     masks = _read_dynamic_masks(cfg.dynamic_masks, mf, images[0].shape[1], images[0].shape[0]) if cfg.dynamic_masks else None
     if mode == "colmap":
         CONSOLE.print(f"modgs-preprocess: structure from motion (pycolmap, CPU) on {T} frames")
@@ -327,8 +333,6 @@ def _estimate_poses(cfg: PreprocessConfig, mode: str, out: Path, names: list, fs
 
 
 def _read_dynamic_masks(folder: Path, mf: dict, W: int, H: int) -> list:
-    from modgs_ns.preprocess.frames import IMAGE_EXTS
-
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (*IMAGE_EXTS, ".npy"))
     need = max(mf["source_index"]) + 1
     if len(files) < need:

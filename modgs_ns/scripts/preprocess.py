@@ -46,7 +46,7 @@ def main(cfg: PreprocessConfig) -> int:
     c = result["caches"] or {}
     print(f"modgs-preprocess: {result['frames']} frames at {result['size'][0]}x{result['size'][1]} -> {cfg.output_dir}")
     print("  time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
-    print(f"  poses: {result.get('poses', 'static')}")
+    print(f"  poses: {result['poses']}")
     if c:
         print(f"  static pixels {100 * c.get('static_fraction', 0):.1f}%, caches {c.get('depth_bytes', 0) / 1e6:.1f} + "
               f"{c.get('pairs_bytes', 0) / 1e6:.1f} MB")
