@@ -56,7 +56,8 @@ class ModgsTrainerConfig(TrainerConfig):
                     sched.max_steps = self.max_num_iterations
 
 
-def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float = 0.99999) -> dict:
+def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float = 0.99999, stage1_final=None,
+                stage2_lr: float = 1e-4) -> dict:
     def adam(lr, sched=None):
         return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": sched}
 
@@ -69,8 +70,10 @@ def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float
         "opacities": adam(0.05),
         "scales": adam(0.001),
         "quats": adam(0.001),
-        "deform_time": adam(stage1_lr_time, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage2_lr=1e-4)),
-        "deform": adam(stage1_lr_nvp, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage2_lr=1e-4)),
+        "deform_time": adam(stage1_lr_time, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final,
+                                                                               stage2_lr=stage2_lr)),
+        "deform": adam(stage1_lr_nvp, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final,
+                                                                         stage2_lr=stage2_lr)),
         "camera_opt": adam(1e-4, ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
     }
 
@@ -136,21 +139,21 @@ modgs_method = MethodSpecification(
 modgs_cpu_method = MethodSpecification(
     config=_trainer(
         "modgs-cpu",
-        800 + 600,
+        2000 + 1000,
         ModgsModelConfig(
-            stage1_steps=800,
+            stage1_steps=2000,
             stage1_points=4096,
             deform_feature_dims=64,
             deform_proj_dims=64,
             deform_hidden=(64, 64),
             deform_gabor_hidden=64,
-            init_points_per_frame=4000,
+            init_points_per_frame=8000,
             init_min_points=0,
-            init_max_points=10000,
+            init_max_points=40000,
             ordinal_pairs=50000,
             warmup_length=150,
             refine_every=100,
-            stop_split_at=450,
+            stop_split_at=700,
             reset_alpha_every=1000,
             densify_grad_thresh=0.0002,
             cull_alpha_thresh=0.005,
@@ -158,7 +161,7 @@ modgs_cpu_method = MethodSpecification(
             cull_scale_thresh=0.1,
             stop_screen_size_at=0,
         ),
-        _optimizers(stage1_lr_nvp=2e-3, stage1_lr_time=2e-3, stage1_gamma=0.997),
+        _optimizers(stage1_lr_nvp=2e-3, stage1_lr_time=2e-3, stage1_final=0.1),
         vis="tensorboard",
     ),
     description="MoDGS sized for a CPU: small deformation, short stages (trade-offs in the README)",

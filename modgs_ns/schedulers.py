@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Optional, Type
 
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim import Optimizer, lr_scheduler
@@ -19,9 +19,17 @@ class TwoPhaseExponentialSchedulerConfig(SchedulerConfig):
 
     _target: Type = field(default_factory=lambda: TwoPhaseExponentialScheduler)
     switch_step: int = 0
+    """First step of stage 2 (set from the model's stage1_steps by the trainer config)."""
     gamma1: float = 0.99999
+    """Stage-1 decay per step (MoDGS: 0.99999 over 500k steps)."""
+    stage1_final: Optional[float] = None
+    """If set, gamma1 is derived so that the stage-1 rate ends at this fraction of its start at the
+    switch, whatever the stage-1 step count (a fixed gamma with a short stage 1 either barely decays
+    or decays to nothing half-way)."""
     stage2_lr: float = 1e-4
+    """Stage-2 learning rate (MoDGS restarts the deformation's optimizer at 1e-4)."""
     gamma2: float = 0.9999
+    """Stage-2 decay per step."""
 
 
 class TwoPhaseExponentialScheduler(Scheduler):
@@ -30,9 +38,11 @@ class TwoPhaseExponentialScheduler(Scheduler):
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
         c = self.config
 
+        gamma1 = c.gamma1 if c.stage1_final is None else c.stage1_final ** (1.0 / max(c.switch_step, 1))
+
         def factor(step: int) -> float:
             if step < c.switch_step:
-                return c.gamma1**step
+                return gamma1**step
             return (c.stage2_lr / lr_init) * c.gamma2 ** (step - c.switch_step)
 
         return lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)

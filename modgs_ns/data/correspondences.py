@@ -9,20 +9,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modgs_ns.preprocess.align import unproject
+from modgs_ns.preprocess.align import project, unproject
 from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_valid_masks
 
 
 class Correspondences:
-    """Point maps of the aligned depth and the cached 2D correspondences between frames."""
+    """Point maps of the aligned depth and the cached 2D correspondences between frames.
 
-    def __init__(self, root: Path):
+    A fixed `heldout_fraction` of each frame's source pixels is kept out of training (MoDGS holds
+    out 1%) to measure the stage-1 fit on pairs it never saw (`heldout_errors`).
+    """
+
+    def __init__(self, root: Path, heldout_fraction: float = 0.01, seed: int = 0):
         root = Path(root)
         with np.load(root / DEPTH_CACHE) as z:
             T, H, W = (int(v) for v in z["shape"])
             self.depth = z["depth"]
             self.times = z["times"].astype(np.float32)
             self.K, self.c2w = z["K"], z["c2w"]
+            moving = np.unpackbits(z["moving"], axis=-1, count=W).astype(bool)
         self.names, self.valid = load_valid_masks(root)
         with np.load(root / PAIRS_CACHE) as z:
             self.src = torch.from_numpy(z["src"].astype(np.int64))
@@ -32,6 +37,10 @@ class Correspondences:
             self.uv_scale = float(z["uv_scale"])
         self.root, self.T, self.H, self.W = root, T, H, W
         self.points = torch.from_numpy(np.stack([unproject(self.depth[i], self.K, self.c2w[i]) for i in range(T)]))
+        # [T, M]: the source pixel moves in its frame (stage 1 gives these their share of the pairs).
+        self.src_moving = torch.from_numpy(np.stack([moving[i].reshape(-1)[self.src[i].numpy()] for i in range(T)]))
+        rng = np.random.default_rng([seed, 99])
+        self.heldout = torch.from_numpy(rng.random(self.src.shape) < heldout_fraction)
         self.weights = self._target_weights()
 
     def _target_weights(self) -> np.ndarray:
@@ -55,8 +64,11 @@ class Correspondences:
         pts = self.points[torch.from_numpy(self.valid)]
         return pts.min(0).values, pts.max(0).values
 
-    def sample(self, step: int, max_points: int, seed: int = 0) -> dict:
-        """One source frame (a shuffled epoch over frames, fixed by `step`) and one target frame."""
+    def sample(self, step: int, max_points: int, seed: int = 0, moving_fraction: float = 0.0) -> dict:
+        """One source frame (a shuffled epoch over frames, fixed by `step`) and one target frame.
+
+        With `max_points` > 0, up to `moving_fraction` of the points come from moving source pixels
+        (all of them when there are fewer), the rest from the others; 0 = uniform, as MoDGS."""
         epoch, pos = divmod(step, self.T)
         i = int(np.random.default_rng([seed, epoch]).permutation(self.T)[pos])
         rng = np.random.default_rng([seed, step, 1])
@@ -65,14 +77,54 @@ class Correspondences:
         k = int(rng.choice(len(self.offsets), p=self.weights[i]))
         j = i + self.offsets[k]
         uv = self.tgt[i, k]
-        ok = torch.nonzero(uv[:, 0] != UV_INVALID).squeeze(-1)
+        usable = (uv[:, 0] != UV_INVALID) & ~self.heldout[i]
+        ok = torch.nonzero(usable).squeeze(-1)
         if len(ok) == 0:
             return {}
         if max_points > 0 and len(ok) > max_points:
-            ok = ok[torch.from_numpy(rng.choice(len(ok), size=max_points, replace=False))]
+            ok = _balanced_subset(ok, self.src_moving[i, ok], max_points, moving_fraction, rng)
         x = self.points[i].reshape(-1, 3)[self.src[i, ok]]
         y = self.bilinear_points(j, uv[ok].float() / self.uv_scale)
         return {"x": x, "y": y, "t_src": float(self.times[i]), "t_tgt": float(self.times[j]), "src_frame": i, "tgt_frame": j}
+
+    def heldout_pairs(self):
+        """Every held-out (source, target) pair: yields (i, j, x [N,3], y [N,3], moving [N] bool)."""
+        for i in range(self.T):
+            for k, o in enumerate(self.offsets):
+                j = i + o
+                if not 0 <= j < self.T:
+                    continue
+                uv = self.tgt[i, k]
+                ok = torch.nonzero((uv[:, 0] != UV_INVALID) & self.heldout[i]).squeeze(-1)
+                if len(ok):
+                    yield i, j, self.points[i].reshape(-1, 3)[self.src[i, ok]], self.bilinear_points(j, uv[ok].float() / self.uv_scale), self.src_moving[i, ok]
+
+    def project(self, points: Tensor, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates [N,2] (centres at integers, as the flow's) and z-depth [N] of world points
+        [N,3] in frame j's camera."""
+        return project(points.detach().double().cpu().numpy(), self.K, self.c2w[j])
+
+    @torch.no_grad()
+    def heldout_errors(self, warp) -> dict:
+        """Fit of `warp(x, t_src, t_tgt) -> y` on the held-out pairs, split into moving and static
+        sources: mean squared 3D error (world units), median 3D error, median pixel error after
+        projection into the target camera; the same for the identity (no motion) as the reference."""
+        acc: dict = {}
+        for i, j, x, y, moving in self.heldout_pairs():
+            pred = warp(x, float(self.times[i]), float(self.times[j]))
+            uv_y = self.project(y, j)[0]
+            for name, p in (("model", pred), ("identity", x)):
+                e3 = (p.cpu() - y).norm(dim=-1).double()
+                epx = torch.from_numpy(np.linalg.norm(self.project(p, j)[0] - uv_y, axis=-1))
+                for region, m in (("moving", moving), ("static", ~moving)):
+                    acc.setdefault((name, region), []).append((e3[m], epx[m]))
+        out = {}
+        for (name, region), parts in acc.items():
+            e3, epx = torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+            if len(e3):
+                out[(name, region)] = {"n": len(e3), "mse": float((e3**2).mean()), "median": float(e3.median()),
+                                       "median_px": float(epx.median())}
+        return out
 
     def bilinear_points(self, j: int, uv: Tensor) -> Tensor:
         """Point map of frame j at float pixel-index coordinates (all 4 neighbours are valid)."""
@@ -92,3 +144,15 @@ class Correspondences:
             return pts, None
         img = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0)
+
+
+def _balanced_subset(idx: Tensor, moving: Tensor, n: int, moving_fraction: float, rng: np.random.Generator) -> Tensor:
+    """n of `idx`, of which min(#moving, n * moving_fraction) moving ones, the rest uniform among the others."""
+    def pick(pool: Tensor, m: int) -> Tensor:
+        return pool if m >= len(pool) else pool[torch.from_numpy(rng.choice(len(pool), size=m, replace=False))]
+
+    if moving_fraction <= 0:
+        return pick(idx, n)
+    mov, still = idx[moving], idx[~moving]
+    take = pick(mov, int(round(n * moving_fraction)))
+    return torch.cat([take, pick(still, n - len(take))])

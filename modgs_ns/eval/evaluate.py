@@ -70,6 +70,54 @@ def write_grid(path: Path, gt: np.ndarray, pred: np.ndarray, depth: np.ndarray, 
     cv2.imwrite(str(path), img)
 
 
+def _read_image(path, width: int, height: int) -> Optional[torch.Tensor]:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    if img.shape[:2] != (height, width):
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)
+
+
+def _moving_masks(root: Path) -> dict[str, np.ndarray]:
+    """Per training image name: the pixels that move in that frame, from the depth cache (when built)."""
+    try:
+        with np.load(root / "caches" / "depth.npz") as z:
+            W = int(z["shape"][2])
+            moving = np.unpackbits(z["moving"], axis=-1, count=W).astype(bool)
+            return {str(n): moving[i] for i, n in enumerate(z["names"])}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+@torch.no_grad()
+def evaluate_training_views(pipeline) -> dict:
+    """PSNR of every training view at its own time, inside the moving region (the scene's dynamic masks
+    where it has them, else the cache's per-frame moving pixels) and outside it (the background)."""
+    model, dataset = pipeline.model, pipeline.datamanager.train_dataset
+    model.eval()
+    meta = dataset.metadata
+    root = Path(meta["modgs_root"])
+    dyn_files = meta.get("dynamic_mask_filenames") or [None] * len(dataset)
+    cached = None
+    rows = []
+    with Progress() as progress:
+        task = progress.add_task("rendering and scoring training views", total=len(dataset))
+        for i in range(len(dataset)):
+            name = Path(dataset.image_filenames[i]).name
+            mask = _read_mask(dyn_files[i])
+            source = "dynamic mask"
+            if mask is None:
+                cached = _moving_masks(root) if cached is None else cached
+                mask, source = cached.get(name), "moving pixels (cache)"
+            pred = model.get_outputs_for_camera(dataset.cameras[i : i + 1])["rgb"].float().cpu()
+            gt = dataset.get_image_float32(i)[..., :3].cpu()
+            masks = {} if mask is None else {"moving": torch.from_numpy(mask), "background": torch.from_numpy(~mask)}
+            rows.append({"image": name, "mask_source": source if mask is not None else None, **image_metrics(pred, gt, masks, [])})
+            progress.advance(task)
+    return {"mean": mean_metrics(rows), "images": rows}
+
+
 def _read_mask(path) -> Optional[np.ndarray]:
     if path is None or not Path(path).is_file():
         return None
@@ -124,6 +172,13 @@ def evaluate_pipeline(
                     )
                     image_masks["covisible"] = torch.from_numpy(cov)
             m = image_metrics(pred, gt, image_masks, lpips, alpha=alpha, modgs_protocol=modgs_protocol)
+            # The copy floor: the training frame of the same time shown as this view (doing nothing).
+            ref = train_by_time.get(round(float(frame.get("time", -1.0)), 6))
+            if ref is not None and frame.get("camera", "train") != "train":
+                copy = _read_image(root / ref["file_path"], gt.shape[1], gt.shape[0])
+                if copy is not None:
+                    cm = image_metrics(copy, gt, image_masks, [], alpha=alpha, modgs_protocol=modgs_protocol)
+                    m.update({f"copy_{k}": v for k, v in cm.items() if not k.startswith("fraction")})
             rows.append({"image": name, "camera": frame.get("camera"), "time": float(camera.times[0, 0]) if camera.times is not None else None, **m})
             if grid_every > 0 and i % grid_every == 0:
                 write_grid(output_dir / "grids" / f"{Path(name).stem}.png", gt.numpy(), pred.numpy(), depth.numpy(), alpha.numpy(),

@@ -114,7 +114,8 @@ class Deformation(nn.Module):
         with torch.random.fork_rng(devices=[]):  # deterministic per seed, global RNG untouched
             torch.manual_seed(seed)
             # Masks: two random permutations of (x, y, z) concatenated; layer i moves coordinate perm[i].
-            perm = torch.cat([torch.randperm(3), torch.randperm(3)]).tolist()
+            # Beyond 6 layers, more permutations (drawn only then, so smaller networks are unchanged).
+            perm = torch.cat([torch.randperm(3) for _ in range(max(2, -(-n_layers // 3)))]).tolist()
             self.time_encoder = GaborNet(hidden=gabor_hidden, out=feature_dims)
             self.layers = nn.ModuleList(CouplingLayer(k, feature_dims, proj_dims, hidden, pe_freqs) for k in perm[:n_layers])
         self.register_buffer("coords", torch.tensor(perm[:n_layers]))

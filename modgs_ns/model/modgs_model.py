@@ -73,9 +73,22 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """N1: steps of stage 1 before the switch (MoDGS: 500k; 0 = no 3D-aware initialization)."""
     stage1_points: int = 300000
     """Source points per stage-1 step (MoDGS: up to 300k)."""
+    stage1_moving_fraction: float = 0.5
+    """Share of each stage-1 step's points drawn from source pixels that move in their frame (all of
+    them when fewer). Deviation: MoDGS samples uniformly, so moving pairs are about a tenth of what it
+    fits on a typical video; 0 restores that."""
+    stage1_heldout_fraction: float = 0.01
+    """Source pixels kept out of stage 1 to measure its fit (MoDGS: 1%)."""
+    stage1_eval_every: int = 250
+    """Held-out pair error every this many stage-1 steps and at the switch (logged), for the stop
+    rule (0 = never)."""
+    stage1_patience: int = 3
+    """Stage 1 stops early once the held-out error has not improved by 2% in this many evaluations
+    (0 = never; the remaining stage-1 steps are then skipped). The step cap is stage1_steps."""
     stage1_smoothness_weight: float = 0.0
     """kNN local smoothness of the 3D flow (MoDGS: 1 on Nvidia scenes, 0 on DyNeRF)."""
     stage1_knn: int = 20
+    """Neighbours of the smoothness term."""
 
     # --- canonical initialization at the switch
     init_points_per_frame: int = 0
@@ -86,6 +99,13 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """If voxel downsampling leaves fewer points, keep the full cloud (MoDGS: 100k)."""
     init_max_points: int = 300000
     """Random subset beyond this many points (MoDGS: 300k)."""
+    init_consistency_frames: int = 8
+    """Free-space check of the canonical cloud: each frame's point, warped to this many frames spread
+    over the video, must not float in front of what any of them observes (by more than
+    init_consistency_tolerance of the depth). Points that a wrong long-range warp puts in front of
+    other surfaces would render as ghosts of the moving objects. 0 = off (MoDGS). Deviation."""
+    init_consistency_tolerance: float = 0.05
+    """Relative depth margin of the free-space check."""
 
     # --- stage 2 depth supervision
     depth_loss: Literal["ordinal", "pearson", "none"] = "ordinal"
@@ -168,6 +188,12 @@ class ModgsModel(SplatfactoModel):
             hidden=tuple(c.deform_hidden), gabor_hidden=c.deform_gabor_hidden, seed=c.deform_seed,
         )
         self._correspondences = None
+        # Stage-1 stop rule state (buffers, so a resumed run continues it): best held-out MSE,
+        # evaluations since it improved, and the step at which stage 1 stopped (-1: running).
+        self.register_buffer("stage1_best", torch.tensor(float("inf")))
+        self.register_buffer("stage1_stale", torch.tensor(0))
+        self.register_buffer("stage1_stopped_at", torch.tensor(-1))
+        self.stage1_report: Dict[Tuple[str, str], dict] = {}
         self.scene_root: Optional[Path] = None  # set by the pipeline
         self.frame_images: Dict[str, Path] = {}  # training image name -> path, set by the pipeline
 
@@ -187,7 +213,7 @@ class ModgsModel(SplatfactoModel):
 
             if self.scene_root is None:
                 raise RuntimeError("ModgsModel.scene_root is not set (the ModgsPipeline sets it)")
-            self._correspondences = Correspondences(self.scene_root)
+            self._correspondences = Correspondences(self.scene_root, self.config.stage1_heldout_fraction, self.config.deform_seed)
             lo, hi = self._correspondences.bbox()
             if float(self.deform.scale) == 1.0 and not bool(self.deform.center.any()):
                 self.deform.set_normalization(torch.stack([lo, hi]).to(self.device))
@@ -202,8 +228,17 @@ class ModgsModel(SplatfactoModel):
 
     def stage1_loss_dict(self, step: int) -> Dict[str, Tensor]:
         """3D-pair loss of one sampled (source frame, target frame) pair: map source points to
-        canonical space at the source time and back out at the target time."""
-        batch = self.correspondences.sample(step, self.config.stage1_points, seed=self.config.deform_seed)
+        canonical space at the source time and back out at the target time. Once the held-out error
+        has plateaued (stop rule), the remaining stage-1 steps only pass a detached zero, so no
+        parameter moves (Adam skips parameters without a gradient)."""
+        c = self.config
+        if int(self.stage1_stopped_at) >= 0:
+            return {"flow3d_loss": torch.zeros((), device=self.device, requires_grad=True)}
+        if c.stage1_eval_every > 0 and step > 0 and step % c.stage1_eval_every == 0:
+            self.stage1_evaluate(step)
+            if int(self.stage1_stopped_at) >= 0:
+                return {"flow3d_loss": torch.zeros((), device=self.device, requires_grad=True)}
+        batch = self.correspondences.sample(step, c.stage1_points, seed=c.deform_seed, moving_fraction=c.stage1_moving_fraction)
         if not batch:
             return {"flow3d_loss": sum(p.sum() * 0.0 for p in self.deform.parameters())}
         x, y = batch["x"].to(self.device), batch["y"].to(self.device)
@@ -214,6 +249,41 @@ class ModgsModel(SplatfactoModel):
                 x, pred - x, self.config.stage1_knn, self.deform.scale
             )
         return losses
+
+    def warp(self, x: Tensor, t_src: float, t_tgt: float) -> Tensor:
+        """Points at time t_src moved to time t_tgt through the canonical space."""
+        x = x.to(self.device)
+        return torch.cat([self.deform.from_canonical(self.deform.to_canonical(chunk, t_src), t_tgt) for chunk in x.split(65536)])
+
+    @torch.no_grad()
+    def stage1_evaluate(self, step: int) -> None:
+        """Held-out pair error; applies the stop rule (no 2% improvement in `stage1_patience` evaluations)."""
+        self.stage1_report = self.correspondences.heldout_errors(self.warp)
+        parts = [v for (name, _), v in self.stage1_report.items() if name == "model"]
+        if not parts:
+            return
+        mse = sum(v["mse"] * v["n"] for v in parts) / sum(v["n"] for v in parts)
+        print(f"modgs: stage 1 step {step}: held-out pairs {self.stage1_summary()}", flush=True)  # one unwrapped line
+        if mse < 0.98 * float(self.stage1_best):
+            self.stage1_best.fill_(mse)
+            self.stage1_stale.zero_()
+        else:
+            self.stage1_stale += 1
+        if self.config.stage1_patience > 0 and int(self.stage1_stale) >= self.config.stage1_patience:
+            self.stage1_stopped_at.fill_(step)
+            print(f"modgs: stage 1 stopped at step {step}: held-out error has not improved by 2% in "
+                  f"{self.config.stage1_patience} evaluations", flush=True)
+
+    def stage1_summary(self) -> str:
+        """Median held-out error per region, model against identity, as % of the scene extent and in pixels."""
+        extent = 2.0 * self.world_extent()  # largest extent of the scene's depth points
+        out = []
+        for region in ("moving", "static"):
+            m, idn = self.stage1_report.get(("model", region)), self.stage1_report.get(("identity", region))
+            if m and idn:
+                out.append(f"{region} ({m['n']}): {100 * m['median'] / extent:.2f}% of extent, {m['median_px']:.2f} px "
+                           f"(identity {100 * idn['median'] / extent:.2f}%, {idn['median_px']:.2f} px)")
+        return "; ".join(out) or "none"
 
     # ------------------------------------------------------------------ canonical initialization
     @torch.no_grad()
@@ -235,9 +305,14 @@ class ModgsModel(SplatfactoModel):
             p = p.to(self.device)
             if c.stage1_steps > 0:
                 p = torch.cat([self.deform.to_canonical(chunk, float(corr.times[i])) for chunk in p.split(65536)])
+                if c.init_consistency_frames > 0:
+                    keep = self.free_space_consistent(p)
+                    p, col = p[keep], col[keep.cpu()]
             pts.append(p.cpu())
             cols.append(col)
         pts, cols = torch.cat(pts), torch.cat(cols)
+        if c.stage1_steps > 0 and c.init_consistency_frames > 0:
+            CONSOLE.log(f"modgs: free-space check kept {len(pts)} of the sampled depth points")
         down_p, down_c = voxel_downsample(pts, cols, (pts.max(0).values - pts.min(0).values).max() / c.init_voxel_divisions)
         if len(down_p) >= c.init_min_points:
             pts, cols = down_p, down_c
@@ -247,8 +322,28 @@ class ModgsModel(SplatfactoModel):
         return pts, cols
 
     @torch.no_grad()
+    def free_space_consistent(self, canonical: Tensor) -> Tensor:
+        """[N] bool: the canonical points that, warped to each check frame, never float in front of
+        the observed (aligned) depth where they are in view."""
+        corr, c = self.correspondences, self.config
+        bad = torch.zeros(len(canonical), dtype=torch.int32)
+        for j in np.unique(np.linspace(0, corr.T - 1, c.init_consistency_frames).round().astype(int)):
+            y = torch.cat([self.deform.from_canonical(chunk, float(corr.times[j])) for chunk in canonical.split(65536)])
+            uv, z = corr.project(y, j)
+            u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+            inside = (u >= 0) & (u < corr.W) & (v >= 0) & (v < corr.H) & (z > 0)
+            uc, vc = np.clip(u, 0, corr.W - 1), np.clip(v, 0, corr.H - 1)
+            observed = corr.depth[j][vc, uc]
+            check = inside & corr.valid[j][vc, uc]
+            bad += torch.from_numpy((check & (z < observed * (1 - c.init_consistency_tolerance))).astype(np.int32))
+        return (bad <= 0).to(canonical.device)
+
+    @torch.no_grad()
     def initialize_canonical(self, optimizers: Optimizers, step: int) -> None:
         """Replace the Gaussians with the canonical point cloud, inside their optimizers."""
+        if self.config.stage1_steps > 0 and self.config.stage1_eval_every > 0 and not self.config.static_scene:
+            self.stage1_evaluate(step)  # the fit the canonical cloud is built with, in every run's log
+            print(f"modgs: stage 1 result (held-out pairs): {self.stage1_summary()}", flush=True)
         pts, rgb = self.canonical_points()
         n = len(pts)
         dist, _ = self.k_nearest_sklearn(pts, 3)

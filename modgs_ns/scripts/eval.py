@@ -38,6 +38,8 @@ class EvalArgs:
     by the rendered alpha > 0.5 first."""
     grid_every: int = 8
     """Write a GT | render | error | depth grid for every N-th image (0: none)."""
+    training_views: bool = True
+    """Also score every training view at its own time, inside and outside the moving region."""
 
 
 def main(args: EvalArgs) -> int:
@@ -65,6 +67,10 @@ def main(args: EvalArgs) -> int:
         pipeline, out_dir, lpips_nets=args.lpips_nets, lpips_weights=args.lpips_weights,
         modgs_protocol=args.protocol == "modgs", grid_every=args.grid_every,
     )
+    if args.training_views:
+        from modgs_ns.eval.evaluate import evaluate_training_views
+
+        result["training_views"] = evaluate_training_views(pipeline)
     parser = pipeline.datamanager.dataparser
     est = getattr(parser, "test_camera_scale", None)
     result = {
@@ -93,6 +99,14 @@ def main(args: EvalArgs) -> int:
             f"  {region[1:] or 'full':10s} PSNR {fmt('psnr' + region)}  SSIM {fmt('ssim' + region)}  "
             f"LPIPS-alex {fmt('lpips_alex' + region)}  LPIPS-vgg {fmt('lpips_vgg' + region)}"
         )
+        if m.get("copy_psnr" + region) is not None:
+            print(f"  {'':10s} copy floor (the training frame of the same time): PSNR {fmt('copy_psnr' + region)}  "
+                  f"SSIM {fmt('copy_ssim' + region)}")
+    if "training_views" in result:
+        t = result["training_views"]["mean"]
+        tf = lambda k: "-" if t.get(k) is None else f"{t[k]:.4f}"  # noqa: E731
+        print(f"training views: {len(result['training_views']['images'])}: PSNR full {tf('psnr')}  moving {tf('psnr_moving')}  "
+              f"background {tf('psnr_background')}")
     print(f"metrics: {out_dir / 'metrics.json'}")
     return 0
 

@@ -30,8 +30,10 @@ class SynthConfig:
     """Total yaw swept by the training camera in orbit mode."""
     motion_amplitude: float = 1.0
     """Scales the objects' translation, rotation and deformation."""
-    objects: Literal["all", "rigid", "nonrigid"] = "all"
-    """Dynamic objects: all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only)."""
+    objects: Literal["all", "rigid", "nonrigid", "hard"] = "all"
+    """Dynamic objects: all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only);
+    hard (four objects moving about 8-20 px/frame at 40 frames of 256x192, spinning, one deforming,
+    occluding each other)."""
     test_yaws: tuple[float, ...] = (15.0, -15.0)
     """Held-out cameras: yaw (degrees) about the scene centre relative to the training camera."""
     fov_x_degrees: float = 60.0

@@ -83,7 +83,7 @@ class SceneParams:
     motion_amplitude: float = 1.0
     seed: int = 0
     objects: str = "all"
-    """all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only)."""
+    """all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only); hard (hard_motion())."""
 
 
 def scene_at(t: float, params: SceneParams) -> list:
@@ -122,8 +122,34 @@ def scene_at(t: float, params: SceneParams) -> list:
         texture=blob_texture,
         object_id=4,
     )
+    if params.objects == "hard":
+        return [wall, floor, *hard_motion(t, a, ph)]
     dynamic = {"all": [ball, box, blob], "rigid": [ball, box], "nonrigid": [blob]}[params.objects]
     return [wall, floor, *dynamic]
+
+
+def hard_motion(t: float, a: float, ph: np.ndarray) -> list:
+    """Fast motion, as casual videos have it (people, pets, balls): at 40 frames of 256x192 the objects
+    move about 8-20 px per frame, spin, one deforms, and they pass in front of each other."""
+    turn = 2 * np.pi * t
+    # A ball rolling on the floor around an ellipse (depth changes too), spinning as it rolls.
+    bx, bz = 1.2 * np.cos(turn + ph[0]), -4.4 + 0.7 * np.sin(turn + ph[0])
+    ball = Ellipsoid(center=np.array([bx, 0.4, bz]), radii=np.full(3, 0.4),
+                     rotation=rotation_matrix([0, 0, 1], -a * 2.5 * turn) @ rotation_matrix([1, 0, 0], a * turn),
+                     texture=ball_texture, object_id=2)
+    # A box sliding left and right 1.5 times behind the ball's path, turning fast about its vertical axis.
+    box = Box(center=np.array([1.1 * a * np.sin(1.5 * turn + ph[1]), 0.55, -5.3]), half=np.array([0.4, 0.55, 0.4]),
+              rotation=rotation_matrix([0, 1, 0], ph[2] + a * 3.0 * turn) @ rotation_matrix([1, 0, 0], 0.25),
+              texture=box_texture, object_id=3)
+    # A pulsating, wobbling blob bouncing in front of everything while drifting sideways (non-rigid).
+    s = 1.0 + 0.3 * a * np.sin(2 * turn + ph[3])
+    blob = Ellipsoid(center=np.array([-0.4 + 0.9 * a * np.sin(turn), 1.1 + 0.6 * a * abs(np.sin(1.5 * turn)), -3.4]),
+                     radii=np.array([0.32 * s, 0.42 / np.sqrt(s), 0.32 * s]),
+                     rotation=rotation_matrix([0, 0, 1], 0.6 * a * np.sin(turn)), texture=blob_texture, object_id=4)
+    # A small ball flying a fast loop high at the back (the fastest object, ~20 px/frame).
+    fly = Ellipsoid(center=np.array([1.6 * a * np.cos(2 * turn), 1.9 + 0.4 * a * np.sin(2 * turn), -6.0]), radii=np.full(3, 0.28),
+                    rotation=rotation_matrix([0, 1, 0], a * 2 * turn), texture=ball_texture, object_id=5)
+    return [ball, box, blob, fly]
 
 
 # ----------------------------------------------------------------------------- cameras
