@@ -211,7 +211,9 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
     if motion == "moving":
         metric = meta.get("modgs", {}).get("depth_prior", {}).get("kind") == "metric_depth"
         try:
-            depth, scales, shifts = _align_moving(flows, flow_ok, priors, prior_valid, K, c2ws, params, win, metric)
+            # Triangulation baseline: 8 frames (MoDGS's window), whatever the pair window; a flow chained
+            # over 16 links drifts enough to bias a frame's fitted scale by 10%.
+            depth, scales, shifts = _align_moving(flows, flow_ok, priors, prior_valid, K, c2ws, params, min(win, 8), metric)
         except ValueError as err:
             # Too little parallax to triangulate: treat the motion as a rotation for the alignment.
             print(f"modgs: warning: {err}; depth aligned through flow as for a turning camera", file=sys.stderr, flush=True)
