@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from modgs_ns.preprocess.align import project, unproject
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_valid_masks
+from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_cache_masks, load_valid_masks
 
 
 class Correspondences:
@@ -27,8 +27,8 @@ class Correspondences:
             self.depth = z["depth"]
             self.times = z["times"].astype(np.float32)
             self.K, self.c2w = z["K"], z["c2w"]
-            moving = np.unpackbits(z["moving"], axis=-1, count=W).astype(bool)
         self.names, self.valid = load_valid_masks(root)
+        _, moving = load_cache_masks(root, "moving")
         with np.load(root / PAIRS_CACHE) as z:
             self.src = torch.from_numpy(z["src"].astype(np.int64))
             self.tgt = torch.from_numpy(z["tgt"])
@@ -148,6 +148,7 @@ class Correspondences:
 
 def _balanced_subset(idx: Tensor, moving: Tensor, n: int, moving_fraction: float, rng: np.random.Generator) -> Tensor:
     """n of `idx`, of which min(#moving, n * moving_fraction) moving ones, the rest uniform among the others."""
+
     def pick(pool: Tensor, m: int) -> Tensor:
         return pool if m >= len(pool) else pool[torch.from_numpy(rng.choice(len(pool), size=m, replace=False))]
 

@@ -15,6 +15,7 @@ import torch
 from rich.progress import Progress
 
 from modgs_ns.eval.metrics import LPIPS, image_metrics, mean_metrics
+from modgs_ns.preprocess.pairs import load_cache_masks
 
 FLIP = np.diag([1.0, -1.0, -1.0])
 
@@ -82,12 +83,10 @@ def _read_image(path, width: int, height: int) -> Optional[torch.Tensor]:
 def _moving_masks(root: Path) -> dict[str, np.ndarray]:
     """Per training image name: the pixels that move in that frame, from the depth cache (when built)."""
     try:
-        with np.load(root / "caches" / "depth.npz") as z:
-            W = int(z["shape"][2])
-            moving = np.unpackbits(z["moving"], axis=-1, count=W).astype(bool)
-            return {str(n): moving[i] for i, n in enumerate(z["names"])}
+        names, moving = load_cache_masks(root, "moving")
     except (OSError, KeyError, ValueError):
         return {}
+    return dict(zip(names, moving))
 
 
 @torch.no_grad()

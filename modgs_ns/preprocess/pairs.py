@@ -85,11 +85,16 @@ def _atomic_savez(path: Path, **arrays) -> None:
         raise
 
 
-def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
-    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
+def load_cache_masks(root: Path, key: str) -> tuple[list[str], np.ndarray]:
+    """(image names, mask [T,H,W] bool) stored bit-packed in the depth cache under `key`."""
     with np.load(Path(root) / DEPTH_CACHE) as z:
         W = int(z["shape"][2])
-        return [str(n) for n in z["names"]], np.unpackbits(z["valid"], axis=-1, count=W).astype(bool)
+        return [str(n) for n in z["names"]], np.unpackbits(z[key], axis=-1, count=W).astype(bool)
+
+
+def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
+    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
+    return load_cache_masks(root, "valid")
 
 
 def caches_valid(root: Path, params: PairParams) -> bool:
