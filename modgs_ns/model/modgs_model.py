@@ -232,12 +232,10 @@ class ModgsModel(SplatfactoModel):
         has plateaued (stop rule), the remaining stage-1 steps only pass a detached zero, so no
         parameter moves (Adam skips parameters without a gradient)."""
         c = self.config
+        if int(self.stage1_stopped_at) < 0 and c.stage1_eval_every > 0 and step > 0 and step % c.stage1_eval_every == 0:
+            self.stage1_evaluate(step)
         if int(self.stage1_stopped_at) >= 0:
             return {"flow3d_loss": torch.zeros((), device=self.device, requires_grad=True)}
-        if c.stage1_eval_every > 0 and step > 0 and step % c.stage1_eval_every == 0:
-            self.stage1_evaluate(step)
-            if int(self.stage1_stopped_at) >= 0:
-                return {"flow3d_loss": torch.zeros((), device=self.device, requires_grad=True)}
         batch = self.correspondences.sample(step, c.stage1_points, seed=c.deform_seed, moving_fraction=c.stage1_moving_fraction)
         if not batch:
             return {"flow3d_loss": sum(p.sum() * 0.0 for p in self.deform.parameters())}
@@ -256,14 +254,16 @@ class ModgsModel(SplatfactoModel):
         return torch.cat([self.deform.from_canonical(self.deform.to_canonical(chunk, t_src), t_tgt) for chunk in x.split(65536)])
 
     @torch.no_grad()
-    def stage1_evaluate(self, step: int) -> None:
-        """Held-out pair error; applies the stop rule (no 2% improvement in `stage1_patience` evaluations)."""
+    def stage1_evaluate(self, step: int, final: bool = False) -> None:
+        """Held-out pair error, logged; applies the stop rule (no 2% improvement in `stage1_patience`
+        evaluations). `final`: the evaluation at the switch, logged as the stage-1 result."""
         self.stage1_report = self.correspondences.heldout_errors(self.warp)
         parts = [v for (name, _), v in self.stage1_report.items() if name == "model"]
         if not parts:
             return
         mse = sum(v["mse"] * v["n"] for v in parts) / sum(v["n"] for v in parts)
-        print(f"modgs: stage 1 step {step}: held-out pairs {self.stage1_summary()}", flush=True)  # one unwrapped line
+        label = "stage 1 result (held-out pairs)" if final else f"stage 1 step {step}: held-out pairs"
+        print(f"modgs: {label}: {self.stage1_summary()}", flush=True)  # one unwrapped line
         if mse < 0.98 * float(self.stage1_best):
             self.stage1_best.fill_(mse)
             self.stage1_stale.zero_()
@@ -342,8 +342,7 @@ class ModgsModel(SplatfactoModel):
     def initialize_canonical(self, optimizers: Optimizers, step: int) -> None:
         """Replace the Gaussians with the canonical point cloud, inside their optimizers."""
         if self.config.stage1_steps > 0 and self.config.stage1_eval_every > 0 and not self.config.static_scene:
-            self.stage1_evaluate(step)  # the fit the canonical cloud is built with, in every run's log
-            print(f"modgs: stage 1 result (held-out pairs): {self.stage1_summary()}", flush=True)
+            self.stage1_evaluate(step, final=True)  # the fit the canonical cloud is built with, in every run's log
         pts, rgb = self.canonical_points()
         n = len(pts)
         dist, _ = self.k_nearest_sklearn(pts, 3)
