@@ -11,39 +11,58 @@ whatever is changed on the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
+from modgs_ns.cli import one_line_errors
 from modgs_ns.data.modgs_datamanager import ModgsDataManager
+from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
 from modgs_ns.model.modgs_model import ModgsModelConfig
 from modgs_ns.pipeline import ModgsPipelineConfig
-from modgs_ns.schedulers import TwoPhaseExponentialSchedulerConfig
+from modgs_ns.scene.errors import ConfigError
+from modgs_ns.schedulers import FloatExponentialDecaySchedulerConfig, TwoPhaseExponentialSchedulerConfig
+
+
+class ModgsTrainer(Trainer):
+    """nerfstudio's Trainer; ns-train enters modgs here, so option conflicts stop with one line."""
+
+    def __init__(self, config: "ModgsTrainerConfig", *args, **kwargs):
+        with one_line_errors("modgs"):
+            config.check()
+        super().__init__(config, *args, **kwargs)
 
 
 @dataclass
 class ModgsTrainerConfig(TrainerConfig):
     """TrainerConfig whose learning-rate schedules follow the stage-1 / stage-2 split."""
 
+    _target: Type = field(default_factory=lambda: ModgsTrainer)
+
+    def check(self) -> None:
+        """ConfigError on options that cannot work together."""
+        n1 = self.pipeline.model.stage1_steps
+        if self.max_num_iterations <= n1 and not self._resuming():
+            raise ConfigError(f"--max-num-iterations ({self.max_num_iterations}) must exceed "
+                              f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps")
+        if getattr(self.pipeline.model, "static_scene", False) and n1 > 0:
+            raise ConfigError("--pipeline.model.static-scene True needs --pipeline.model.stage1-steps 0")
+
+    def _resuming(self) -> bool:
+        return self.load_dir is not None or self.load_checkpoint is not None
+
     def __post_init__(self):
         n1 = self.pipeline.model.stage1_steps
         # nerfstudio 1.1.5 runs max_num_iterations *more* steps after a resume, so the total is
         # only known for fresh runs; a resumed run keeps the schedule length it was given.
-        resuming = self.load_dir is not None or self.load_checkpoint is not None
-        if self.max_num_iterations <= n1 and not resuming:
-            raise SystemExit(
-                f"modgs: --max-num-iterations ({self.max_num_iterations}) must exceed "
-                f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps"
-            )
-        if getattr(self.pipeline.model, "static_scene", False) and n1 > 0:
-            raise SystemExit("modgs: --pipeline.model.static-scene True needs --pipeline.model.stage1-steps 0")
+        resuming = self._resuming()
         for name, opt in self.optimizers.items():
             sched = opt.get("scheduler")
             if isinstance(sched, TwoPhaseExponentialSchedulerConfig):
@@ -64,7 +83,7 @@ def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float
     return {
         # Gaussian LRs in normalized scene units (scene scaled to [-1, 1], MoDGS §2.9); the model
         # rescales the means LR by the scene's extent at the canonical initialization.
-        "means": adam(1.6e-4, ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
+        "means": adam(1.6e-4, FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
         "features_dc": adam(0.0025),
         "features_rest": adam(0.0025 / 20),
         "opacities": adam(0.05),
@@ -74,7 +93,7 @@ def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float
                                                                                stage2_lr=stage2_lr)),
         "deform": adam(stage1_lr_nvp, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final,
                                                                          stage2_lr=stage2_lr)),
-        "camera_opt": adam(1e-4, ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
+        "camera_opt": adam(1e-4, FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
     }
 
 

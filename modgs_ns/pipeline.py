@@ -7,6 +7,7 @@ that decides what a training step is, as instruct-gs2gs does for its phases.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Type
@@ -14,20 +15,31 @@ from typing import Type
 import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
+from modgs_ns.cli import one_line_errors
+from modgs_ns.preprocess.pairs import ensure_caches
+from modgs_ns.render.ffmpeg import provide_ffmpeg
 from modgs_ns.viewer_controls import TrainCameraView
 
 
 @dataclass
 class ModgsPipelineConfig(VanillaPipelineConfig):
+    """VanillaPipeline's options; the phase switch follows the model's stage1_steps."""
+
     _target: Type = field(default_factory=lambda: ModgsPipeline)
 
 
 class ModgsPipeline(VanillaPipeline):
+    """Every ns-* command builds its modgs run here: this is where nerfstudio's commands enter modgs,
+    so stale caches are rebuilt here (preprocessing's writer, the scene's recorded parameters) and
+    modgs's typed errors become one line and exit code 1."""
+
     def __init__(self, config: ModgsPipelineConfig, *args, **kwargs):
-        super().__init__(config, *args, **kwargs)
-        outputs = self.datamanager.train_dataparser_outputs
-        self.model.scene_root = Path(outputs.metadata["modgs_root"])
-        self.model.frame_images = {Path(p).name: Path(p) for p in outputs.image_filenames}
+        if Path(sys.argv[0]).name == "ns-render":  # the one ns-* command that writes video
+            provide_ffmpeg()
+        with one_line_errors("modgs-data"):
+            config.model.check_honoured()
+            ensure_caches(Path(config.datamanager.dataparser.data))
+            super().__init__(config, *args, **kwargs)
         # Viewer: a button that puts the view at the (first) training camera; nerfstudio's viewer
         # installs ViewerElements / ViewerControls found as attributes of the pipeline.
         cam0 = self.datamanager.train_dataset.cameras[0]

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Type
 
-from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from nerfstudio.engine.schedulers import (
+    ExponentialDecayScheduler,
+    ExponentialDecaySchedulerConfig,
+    Scheduler,
+    SchedulerConfig,
+)
 from torch.optim import Optimizer, lr_scheduler
 
 
@@ -46,3 +51,23 @@ class TwoPhaseExponentialScheduler(Scheduler):
             return (c.stage2_lr / lr_init) * c.gamma2 ** (step - c.switch_step)
 
         return lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
+
+
+@dataclass
+class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
+    """nerfstudio's exponential decay with Python-float factors: its numpy factors put numpy scalars into
+    every checkpoint (scheduler and optimizer state), which torch's safe loader refuses. With plain floats
+    modgs checkpoints load with weights_only and no widened allow-list."""
+
+    _target: Type = field(default_factory=lambda: FloatExponentialDecayScheduler)
+
+
+class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
+    def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
+        sched = super().get_scheduler(optimizer, lr_init)
+        factor = sched.lr_lambdas[0]
+        sched.lr_lambdas = [lambda step: float(factor(step))]
+        sched._last_lr = [float(lr) for lr in sched._last_lr]
+        for group in optimizer.param_groups:
+            group["lr"] = float(group["lr"])
+        return sched

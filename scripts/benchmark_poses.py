@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,11 @@ import numpy as np
 from bench_common import BIN, add_held_out, bench_parser, fresh_work_dir, print_table, sh, train_and_eval
 
 from modgs_ns.preprocess import poses as P
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # sample data and trajectory errors
+from samples import SampleUnavailable  # noqa: E402
+from samples import castel as castel_sample  # noqa: E402
+from trajectory import trajectory_errors  # noqa: E402
 
 
 def orbit(args, w: Path, env) -> None:
@@ -59,12 +65,12 @@ def orbit(args, w: Path, env) -> None:
                 "--fx", ms["fl_x"], "--fy", ms["fl_y"], *common], w / "preprocess_colmap.log", env)
     me = json.loads((P_est / "transforms.json").read_text())
     est = np.array([f["transform_matrix"] for f in sorted(me["frames"], key=lambda f: f["time"])])
-    err = P.trajectory_errors(est, gt)
+    err = trajectory_errors(est, gt)
 
     K = np.array([[ms["fl_x"], 0, ms["cx"]], [0, ms["fl_y"], ms["cy"]], [0, 0, 1]])
     imgs = [cv2.cvtColor(cv2.imread(str(S / f["file_path"])), cv2.COLOR_BGR2RGB) for f in train]
     masks = [cv2.imread(str(S / f["dynamic_mask_path"]), 0) > 0 for f in train]
-    err_masked = P.trajectory_errors(P.colmap_poses(imgs, K, masks), gt)
+    err_masked = trajectory_errors(P.colmap_poses(imgs, K, masks), gt)
     print(f"orbit scene, 32 frames 240x180, camera path {err['path_length']:.3f} m over 8 degrees")
     print(f"  preprocess: GT poses {t_gt:.1f} s, colmap poses {t_est:.1f} s")
     for name, e in (("colmap (as run: no masks)", err), ("colmap (GT moving-object masks, one pass)", err_masked)):
@@ -94,11 +100,10 @@ def orbit(args, w: Path, env) -> None:
 
 
 def castel(w: Path, env) -> None:
-    from modgs_ns.data.samples import SampleUnavailable, castel
-    from modgs_ns.preprocess.pairs import load_valid_masks
+    from modgs_ns.scene.caches import load_valid_masks
 
     try:
-        seq = castel()
+        seq = castel_sample()
     except SampleUnavailable as err:
         print(f"castel: skipped ({err})")
         return

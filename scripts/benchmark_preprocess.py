@@ -19,7 +19,6 @@ import shutil
 from pathlib import Path
 
 import cv2
-
 from bench_common import BIN, add_held_out, bench_parser, fresh_work_dir, print_table, sh, train_and_eval
 
 

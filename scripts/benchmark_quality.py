@@ -56,7 +56,7 @@ VARIANTS = {  # name, with stage 1, extra ns-train arguments, oracle scene
 
 def oracle_scene(scene: Path, kind: str) -> Path:
     """A view of `scene` (links to its files, own caches) whose prior is the GT depth, or whose
-    stage-1 correspondences will come from the analytic flow (`modgs-data --pairs.flow gt`)."""
+    stage-1 correspondences come from the analytic flow (pair parameter `flow: gt` recorded in the scene)."""
     out = scene.parent / f"scene_{kind}"
     if (out / "transforms.json").exists():
         return out
@@ -70,6 +70,8 @@ def oracle_scene(scene: Path, kind: str) -> Path:
             if fr.get("depth_prior_path"):
                 fr["depth_prior_path"] = fr["gt_depth_path"]
         meta["modgs"]["depth_prior"] = {**meta["modgs"]["depth_prior"], "dir": "depth_gt", "kind": "metric_depth"}
+    if kind == "gt_flow":
+        meta["modgs"]["pairs"] = {**meta["modgs"].get("pairs", {}), "flow": "gt"}
     (out / "transforms.json").write_text(json.dumps(meta, indent=1))
     return out
 
@@ -114,10 +116,9 @@ def main() -> None:
             runs = args.work_dir / scene / "runs"
             shutil.rmtree(runs / v, ignore_errors=True)
             data = oracle_scene(sdir, oracle) if oracle else sdir
-            parser_args = ["modgs-data", "--pairs.flow", "gt"] if oracle == "gt_flow" else []
             cmd = [str(BIN / "ns-train"), "modgs-cpu", "--data", str(data), "--output-dir", str(runs), "--experiment-name", v,
                    "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", str(n1 + args.stage2_steps),
-                   "--pipeline.model.stage1-steps", str(n1), *extra, *parser_args]
+                   "--pipeline.model.stage1-steps", str(n1), *extra]
             print(f"[{scene}/{v}] training: {name}", flush=True)
             t_train = run(cmd, args.work_dir / scene / f"{v}_train.log", env)
             config = runs / v / "modgs-cpu" / "run" / "config.yml"

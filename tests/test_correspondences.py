@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from modgs_ns.data.correspondences import Correspondences
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, PairParams, build_caches, caches_valid
+from modgs_ns.preprocess.pairs import build_caches
+from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, PairParams, caches_valid
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
 
@@ -33,8 +34,8 @@ def test_cache_files_are_keyed_by_parameters(scene, tmp_path):
     root, meta, info = scene
     assert (root / DEPTH_CACHE).is_file() and (root / PAIRS_CACHE).is_file()
     assert info["pairs_bytes"] == (root / PAIRS_CACHE).stat().st_size
-    assert caches_valid(root, PairParams(window=4, points_per_frame=3000))
-    assert not caches_valid(root, PairParams(window=5, points_per_frame=3000))
+    assert caches_valid(root, meta, PairParams(window=4, points_per_frame=3000))
+    assert not caches_valid(root, meta, PairParams(window=5, points_per_frame=3000))
     # A truncated (interrupted) cache is never trusted.
     import shutil
 
@@ -42,7 +43,7 @@ def test_cache_files_are_keyed_by_parameters(scene, tmp_path):
     shutil.copytree(root, copy)
     data = (copy / PAIRS_CACHE).read_bytes()
     (copy / PAIRS_CACHE).write_bytes(data[: len(data) // 2])
-    assert not caches_valid(copy, PairParams(window=4, points_per_frame=3000))
+    assert not caches_valid(copy, meta, PairParams(window=4, points_per_frame=3000))
 
 
 def test_alignment_makes_static_depth_consistent(scene):

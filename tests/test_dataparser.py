@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from modgs_ns.cli import one_line_errors
 from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
 from modgs_ns.data.modgs_dataset import ModgsDataset
+from modgs_ns.preprocess.pairs import ensure_caches
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
 
@@ -22,7 +24,10 @@ def scene(tmp_path_factory):
 
 
 def parse(root, split, **kw):
-    return ModgsDataParserConfig(data=root, **kw).setup().get_dataparser_outputs(split=split)
+    # As ModgsPipeline (where ns-* commands enter modgs) does it: caches first, typed errors as one line.
+    with one_line_errors("modgs-data"):
+        ensure_caches(root, progress=False)
+        return ModgsDataParserConfig(data=root, **kw).setup().get_dataparser_outputs(split=split)
 
 
 def test_times_split_and_poses(scene):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from modgs_ns.data.placement import FLIP, place, relative_pose, solve_scale_from_points
 from modgs_ns.eval.evaluate import covisibility_mask
 from modgs_ns.eval.metrics import LPIPS, image_metrics, mean_metrics, psnr, ssim
-from modgs_ns.eval.placement import FLIP, place, relative_pose, solve_scale_from_points
 
 
 def _img(seed=0, h=40, w=48):
@@ -143,11 +143,13 @@ def test_covisibility_of_a_fronto_parallel_plane():
 def test_scale_solved_on_a_generated_scene(tmp_path_factory, method):
     # Metric depth and image matches are independent routes to the same scale: they must agree.
     from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
+    from modgs_ns.preprocess.pairs import ensure_caches
     from modgs_ns.synth.generate import SynthConfig, generate_scene
 
     root = tmp_path_factory.getbasetemp() / "scale_scene"
     if not (root / "transforms.json").exists():
         generate_scene(SynthConfig(num_frames=8, width=160, height=120, supersample=1, num_seed_points=200), root, progress=False)
+    ensure_caches(root, progress=False)  # what ModgsPipeline does before the dataparser reads them
     parser = ModgsDataParserConfig(data=root, test_camera_scale_method="metric-depth").setup()
     parser.get_dataparser_outputs("test")
     reference = parser.test_camera_scale.scale

@@ -13,11 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from trajectory import trajectory_errors, umeyama
 
 from modgs_ns.preprocess import poses as P
 from modgs_ns.preprocess.align import align_priors, camera_flow, static_mask, static_mask_moving
 from modgs_ns.preprocess.depth import register_depth
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PairParams, build_caches
+from modgs_ns.preprocess.pairs import build_caches
+from modgs_ns.scene.caches import DEPTH_CACHE, PairParams
 from modgs_ns.synth import scene as S
 from modgs_ns.synth.flow_gt import ground_truth_flow
 from modgs_ns.synth.generate import SynthConfig, generate_scene
@@ -54,7 +56,7 @@ def test_umeyama_recovers_a_known_similarity():
     rng = np.random.default_rng(0)
     src = rng.normal(size=(50, 3))
     R, s, t = _rot([1, 2, 3], 40), 2.5, np.array([0.3, -1.0, 4.0])
-    s_hat, R_hat, t_hat = P.umeyama(src, s * src @ R.T + t)
+    s_hat, R_hat, t_hat = umeyama(src, s * src @ R.T + t)
     assert s_hat == pytest.approx(s, rel=1e-10)
     np.testing.assert_allclose(R_hat, R, atol=1e-10)
     np.testing.assert_allclose(t_hat, t, atol=1e-10)
@@ -66,11 +68,11 @@ def test_trajectory_errors_of_a_similar_and_a_perturbed_trajectory(orbit):
     sim[:3, :3], sim[:3, 3] = 0.3 * _rot([0, 1, 1], 25), [1.0, 2.0, 3.0]
     est = np.array([sim @ g for g in gt])  # the same trajectory in another frame and scale
     est[:, :3, :3] /= 0.3
-    e = P.trajectory_errors(est, gt)
+    e = trajectory_errors(est, gt)
     assert e["ate"] < 1e-9 and e["rotation_deg"] < 1e-4 and e["scale"] == pytest.approx(1 / 0.3)
     noisy = gt.copy()
     noisy[:, :3, 3] += np.random.default_rng(1).normal(scale=0.01, size=(len(gt), 3))
-    assert 0.005 < P.trajectory_errors(noisy, gt)["ate"] < 0.02  # about the 0.017 RMS of the noise
+    assert 0.005 < trajectory_errors(noisy, gt)["ate"] < 0.02  # about the 0.017 RMS of the noise
 
 
 # ----------------------------------------------------------------------------- poses
@@ -89,13 +91,13 @@ def test_rotation_poses_recover_a_camera_turning_on_the_spot(orbit):
         imgs.append((rgb * 255).round().astype(np.uint8))
     est = P.rotation_poses(imgs, K, reference=2)
     np.testing.assert_allclose(est[:, :3, 3], 0.0)
-    e = P.trajectory_errors(est, np.array(gt))
+    e = trajectory_errors(est, np.array(gt))
     assert e["rotation_deg"] < 0.1, e
 
 
 def test_colmap_poses_of_the_orbiting_camera(orbit):
     est = P.colmap_poses(orbit["images"], orbit["K"], orbit["dynamic"])
-    e = P.trajectory_errors(est, orbit["c2w"])
+    e = trajectory_errors(est, orbit["c2w"])
     assert e["ate"] < 0.02 * e["path_length"], e
     assert e["rotation_deg"] < 0.3, e
 
@@ -214,7 +216,7 @@ def test_preprocess_with_structure_from_motion(orbit, tmp_path):
     assert meta["modgs"]["preprocess"]["camera"] == "colmap (pycolmap)"
     assert meta["modgs"]["preprocess"]["caches"]["camera_motion"] == "moving"
     est = np.array([f["transform_matrix"] for f in sorted(meta["frames"], key=lambda f: f["time"])])
-    e = P.trajectory_errors(est, orbit["c2w"])
+    e = trajectory_errors(est, orbit["c2w"])
     assert e["ate"] < 0.02 * e["path_length"], e
 
 
@@ -251,7 +253,7 @@ def test_real_rgbd_sequence_castel(tmp_path):
     """castel (Debian visp-images-data; handheld RealSense SR300): every frame gets a pose, and the
     sensor depth, registered to the colour camera, agrees with the poses: fitted frame by frame,
     the scale from metres to pose units is one number (within a few percent)."""
-    from modgs_ns.data.samples import SampleUnavailable, castel
+    from samples import SampleUnavailable, castel
 
     try:
         seq = castel()
@@ -279,7 +281,7 @@ def test_dynamic_masks_follow_the_kept_frames(tmp_path):
     """--dynamic-masks: one mask per source frame, picked by the kept frames' source indices and
     resized to the written frames (nearest, so masks stay binary); too few masks is an error."""
     from modgs_ns.preprocess.frames import PreprocessError
-    from modgs_ns.preprocess.run import _read_dynamic_masks
+    from modgs_ns.preprocess.steps import read_dynamic_masks
 
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -287,12 +289,12 @@ def test_dynamic_masks_follow_the_kept_frames(tmp_path):
         m = np.zeros((40, 60), np.uint8)
         m[:, 10 * k: 10 * k + 10] = 255  # frame k: a vertical band at column 10 k
         cv2.imwrite(str(masks / f"m{k:02d}.png"), m)
-    out = _read_dynamic_masks(masks, {"source_index": [1, 3, 5]}, 30, 20)
+    out = read_dynamic_masks(masks, {"source_index": [1, 3, 5]}, 30, 20)
     assert len(out) == 3 and all(m.shape == (20, 30) and m.dtype == bool for m in out)
     for m, k in zip(out, (1, 3, 5)):
         np.testing.assert_array_equal(np.flatnonzero(m[0]), np.arange(5 * k, 5 * k + 5))
     with pytest.raises(PreprocessError, match="has 6 masks; the frames need 8"):
-        _read_dynamic_masks(masks, {"source_index": [0, 7]}, 30, 20)
+        read_dynamic_masks(masks, {"source_index": [0, 7]}, 30, 20)
 
 
 def test_new_poses_keep_the_depth_prior_and_redo_the_caches(orbit, tmp_path):

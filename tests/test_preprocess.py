@@ -15,8 +15,8 @@ import pytest
 
 from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
 from modgs_ns.preprocess.frames import PreprocessError
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE
 from modgs_ns.preprocess.run import PreprocessConfig, run
+from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE
 from modgs_ns.synth import scene as S
 from modgs_ns.synth.flow_gt import ground_truth_flow
 from modgs_ns.synth.generate import SynthConfig, generate_scene
@@ -162,7 +162,7 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(synth, tmp_path, case):
 
 
 def test_tiny_depth_anything_model_loads_and_runs(tmp_path, synth):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
     from modgs_ns.preprocess.depth import TransformersDepth
@@ -234,7 +234,7 @@ def test_dis_flow_accuracy_against_ground_truth_flow(synth):
 
 def _vtest() -> Path:
     """vtest.avi from Debian's opencv-doc, fetched once with `apt-get download` into a cache."""
-    from modgs_ns.data.samples import SampleUnavailable, vtest_video
+    from samples import SampleUnavailable, vtest_video
 
     try:
         return vtest_video()

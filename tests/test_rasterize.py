@@ -292,5 +292,5 @@ def test_missing_compiler_falls_back_with_one_warning(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
-    lines = [l for l in out.stderr.splitlines() if "modgs:" in l]
+    lines = [ln for ln in out.stderr.splitlines() if "modgs:" in ln]
     assert len(lines) == 1 and "compiled CPU rasterizer unavailable" in lines[0] and "using the PyTorch path" in lines[0], out.stderr[-2000:]

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modgs_ns.preprocess.align import project, unproject
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_cache_masks, load_valid_masks
+from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_cache_masks, load_valid_masks
+from modgs_ns.scene.geometry import project, unproject
 
 
 class Correspondences:

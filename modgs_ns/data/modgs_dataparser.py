@@ -19,9 +19,17 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from modgs_ns.data.scene_format import SceneFormatError, load_scene_meta, training_frames, validate_scene
-from modgs_ns.eval.placement import ScaleEstimate, combine, place, relative_pose, scale_from_matches, scale_from_metric_depth
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PairParams, build_caches, caches_valid, load_valid_masks
+from modgs_ns.data.placement import (
+    ScaleEstimate,
+    combine,
+    place,
+    relative_pose,
+    scale_from_matches,
+    scale_from_metric_depth,
+)
+from modgs_ns.scene.caches import DEPTH_CACHE, cache_key, cache_state, load_valid_masks, pair_params_of
+from modgs_ns.scene.errors import CacheError
+from modgs_ns.scene.format import load_scene_meta, training_frame_at, training_frames, validate_scene
 
 
 @dataclass
@@ -30,13 +38,15 @@ class ModgsDataParserConfig(NerfstudioDataParserConfig):
 
     _target: Type = field(default_factory=lambda: ModgsDataParser)
     orientation_method: Literal["pca", "up", "vertical", "none"] = "none"
+    """Re-orientation of the poses (none: the scene's own world, which the caches' depth points live in)."""
     center_method: Literal["poses", "focus", "none"] = "none"
+    """Centring of the poses (none, for the same reason)."""
     auto_scale_poses: bool = False
+    """Scale the poses to a unit cube (off: it divides by 0 for a static camera)."""
     load_3D_points: bool = True
     """Seed Gaussians from the scene's `ply_file_path` points when it has them."""
     downscale_factor: int = 1
-    pairs: PairParams = field(default_factory=PairParams)
-    """Flow, depth alignment and 3D-pair cache settings (built on first use, then reused)."""
+    """Image downscale factor (1: the scene's images as they are)."""
     test_camera_scale: Optional[float] = None
     """Reconstruction units per scene unit for placing val/test cameras; None = solve it (see
     test_camera_scale_method). The reconstruction has the aligned depth prior's scale."""
@@ -58,22 +68,17 @@ class ModgsDataParser(Nerfstudio):
         # reads the instance's value.
         self.includes_time = True
 
-    def _ensure_caches(self, data_dir: Path, meta: dict) -> None:
-        """Build the flow / alignment / 3D-pair caches unless they exist for these parameters."""
-        if not caches_valid(data_dir, self.config.pairs):
-            print(f"modgs-data: building flow / depth-alignment / 3D-pair caches in {data_dir / 'caches'}", file=sys.stderr)
-            build_caches(data_dir, meta, self.config.pairs)
+    def _check_caches(self, data_dir: Path, meta: dict) -> None:
+        """The caches must be valid for the scene's current inputs (ModgsPipeline rebuilds them first)."""
+        why = cache_state(data_dir, cache_key(data_dir, meta, pair_params_of(meta)))
+        if why:
+            raise CacheError(f"the caches of {data_dir} are not usable ({why}); ns-train rebuilds them, or run modgs-preprocess")
 
     def _generate_dataparser_outputs(self, split: str = "train"):
-        try:
-            data_dir, meta = load_scene_meta(self.config.data)
-            validate_scene(data_dir, meta, require_prior=(split == "train"))
-            if split == "train":
-                self._ensure_caches(data_dir, meta)
-        except (SceneFormatError, ValueError) as err:
-            # One line, no traceback: this is a problem with the user's data, not with the code.
-            print(f"modgs-data: error: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
+        data_dir, meta = load_scene_meta(self.config.data)
+        validate_scene(data_dir, meta, require_prior=(split == "train"))
+        if split == "train":
+            self._check_caches(data_dir, meta)
         if not any(f"{s}_filenames" in meta for s in ("train", "val", "test")):
             # No split in the file: nerfstudio's fraction split would mix frames at random times.
             self.config.eval_mode = "interval"
@@ -108,32 +113,32 @@ class ModgsDataParser(Nerfstudio):
         ]
         outputs.metadata["modgs"] = meta.get("modgs", {})
         outputs.metadata["modgs_root"] = str(data_dir)
+        outputs.metadata["modgs_frame_images"] = [str(p) for p in outputs.image_filenames]
         if split != "train" and any(c != "train" for c in outputs.metadata["frame_cameras"]):
             outputs.cameras.camera_to_worlds = self._place_held_out_cameras(data_dir, meta, frames, outputs.cameras)
         return outputs
 
     def _place_held_out_cameras(self, data_dir: Path, meta: dict, frames: list, cameras: Cameras) -> torch.Tensor:
         """Held-out poses moved into the reconstruction's units relative to the training camera at
-        the same time (modgs_ns/eval/placement.py); the estimate is kept in `self.test_camera_scale`."""
-        train = sorted(training_frames(meta), key=lambda f: float(f["time"]))
-        t_train = np.array([float(f["time"]) for f in train])
-        est = self.test_camera_scale = self._solve_test_camera_scale(data_dir, meta, frames, train, t_train)
+        the same time (modgs_ns/data/placement.py); the estimate is kept in `self.test_camera_scale`."""
+        train = training_frames(meta)
+        est = self.test_camera_scale = self._solve_test_camera_scale(data_dir, meta, frames, train)
         c2w = cameras.camera_to_worlds.clone()
         for i, f in enumerate(frames):
             if f.get("camera", "train") == "train":
                 continue
-            ref = train[int(np.argmin(np.abs(t_train - float(f["time"]))))]
+            ref = training_frame_at(train, f["time"])
             c2w[i] = torch.from_numpy(place(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]), est.scale)).to(c2w)
         return c2w
 
-    def _solve_test_camera_scale(self, data_dir, meta, frames, train, t_train) -> ScaleEstimate:
+    def _solve_test_camera_scale(self, data_dir, meta, frames, train) -> ScaleEstimate:
         if self.config.test_camera_scale is not None:
             return ScaleEstimate(float(self.config.test_camera_scale), "given", 0)
         method = self.config.test_camera_scale_method
         if method == "none":
             return ScaleEstimate(1.0, "none", 0)
         try:
-            self._ensure_caches(data_dir, meta)
+            self._check_caches(data_dir, meta)
             names, valid = load_valid_masks(data_dir)
             with np.load(data_dir / DEPTH_CACHE) as z:
                 aligned, K = z["depth"], z["K"]
@@ -148,7 +153,7 @@ class ModgsDataParser(Nerfstudio):
                 pick = held[:: max(1, len(held) // 12)]
                 results = []
                 for f in pick:
-                    ref = train[int(np.argmin(np.abs(t_train - float(f["time"]))))]
+                    ref = training_frame_at(train, f["time"])
                     i = row[Path(ref["file_path"]).name]
                     img_a = cv2.cvtColor(cv2.imread(str(data_dir / ref["file_path"])), cv2.COLOR_BGR2RGB)
                     img_b = cv2.cvtColor(cv2.imread(str(data_dir / f["file_path"])), cv2.COLOR_BGR2RGB)
@@ -156,8 +161,8 @@ class ModgsDataParser(Nerfstudio):
                     results.append(scale_from_matches(img_a, aligned[i], K, img_b, K, rel, valid[i]))
                 est = combine(results)
         except (OSError, KeyError, ValueError) as err:
-            print(f"modgs-data: error: cannot place the held-out cameras ({err}); pass --pipeline.datamanager.dataparser.test-camera-scale", file=sys.stderr, flush=True)
-            sys.exit(1)
+            raise CacheError(f"cannot place the held-out cameras ({err}); give the scale with "
+                             "`modgs-data --test-camera-scale S` after the method's options") from None
         print(f"modgs-data: held-out cameras placed with scale {est.scale:.5g} (reconstruction units per scene unit, {est.method}, support {est.support})", file=sys.stderr)
         return est
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
-from modgs_ns.data.scene_format import load_depth_prior
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, load_valid_masks
+from modgs_ns.scene.caches import DEPTH_CACHE, load_valid_masks
+from modgs_ns.scene.format import load_depth_prior
 
 
 class ModgsDataset(InputDataset):

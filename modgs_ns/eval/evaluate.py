@@ -15,9 +15,9 @@ import torch
 from rich.progress import Progress
 
 from modgs_ns.eval.metrics import LPIPS, image_metrics, mean_metrics
-from modgs_ns.preprocess.pairs import load_cache_masks
-
-FLIP = np.diag([1.0, -1.0, -1.0])
+from modgs_ns.scene.caches import load_cache_masks
+from modgs_ns.scene.format import training_frame_at, training_frames
+from modgs_ns.scene.geometry import project, unproject
 
 
 def covisibility_mask(
@@ -27,17 +27,10 @@ def covisibility_mask(
     """Test pixels whose surface point (from metric depth) the training camera also sees at that
     time: it projects inside the training image, in front of it, and within rel_tol of the
     training depth there (not occluded). Poses are the scene's own (OpenGL c2w), same units."""
-    H, W = depth_test.shape
-    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
     z = depth_test
-    cam = np.stack([(u - K_test[0, 2]) / K_test[0, 0] * z, (v - K_test[1, 2]) / K_test[1, 1] * z, z], -1) @ FLIP
-    world = cam @ np.asarray(c2w_test)[:3, :3].T + np.asarray(c2w_test)[:3, 3]
-    R, t = np.asarray(c2w_train)[:3, :3], np.asarray(c2w_train)[:3, 3]
-    p = ((world - t) @ R) @ FLIP  # OpenCV coordinates of the training camera
-    zt = p[..., 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pu = K_train[0, 0] * p[..., 0] / zt + K_train[0, 2]
-        pv = K_train[1, 1] * p[..., 1] / zt + K_train[1, 2]
+    with np.errstate(invalid="ignore"):
+        uv, zt = project(unproject(z, K_test, c2w_test).astype(np.float64), K_train, c2w_train)
+    pu, pv = uv[..., 0] + 0.5, uv[..., 1] + 0.5  # K coordinates: pixel j covers [j, j + 1)
     Ht, Wt = depth_train.shape
     inside = np.isfinite(z) & (zt > 1e-6) & (pu >= 0) & (pu < Wt) & (pv >= 0) & (pv < Ht)
     iu = np.clip(np.floor(np.nan_to_num(pu)).astype(int), 0, Wt - 1)
@@ -135,10 +128,7 @@ def evaluate_pipeline(
     meta = dataset.metadata
     parser_meta = json.loads((Path(meta["modgs_root"]) / "transforms.json").read_text())
     frames_by_name = {Path(f["file_path"]).name: f for f in parser_meta["frames"]}
-    train_by_time = {}
-    for f in parser_meta["frames"]:
-        if f.get("camera", "train") == "train":
-            train_by_time[round(float(f["time"]), 6)] = f
+    train = training_frames(parser_meta)
     lpips = [LPIPS(n, lpips_weights) for n in lpips_nets]
     notes = [lp.reason for lp in lpips if not lp.available]
     lpips = [lp for lp in lpips if lp.available]
@@ -163,8 +153,8 @@ def evaluate_pipeline(
                 if dyn is not None:
                     image_masks["dynamic"] = torch.from_numpy(dyn)
             if "covisible" in masks and frame.get("gt_depth_path"):
-                ref = train_by_time.get(round(float(frame["time"]), 6))
-                if ref is not None and ref.get("gt_depth_path"):
+                ref = training_frame_at(train, frame["time"])
+                if ref.get("gt_depth_path"):
                     cov = covisibility_mask(
                         np.load(root / frame["gt_depth_path"]), K_all[i], np.array(frame["transform_matrix"]),
                         np.load(root / ref["gt_depth_path"]), K_all[i], np.array(ref["transform_matrix"]),
@@ -172,8 +162,8 @@ def evaluate_pipeline(
                     image_masks["covisible"] = torch.from_numpy(cov)
             m = image_metrics(pred, gt, image_masks, lpips, alpha=alpha, modgs_protocol=modgs_protocol)
             # The copy floor: the training frame of the same time shown as this view (doing nothing).
-            ref = train_by_time.get(round(float(frame.get("time", -1.0)), 6))
-            if ref is not None and frame.get("camera", "train") != "train":
+            if frame.get("camera", "train") != "train":
+                ref = training_frame_at(train, frame["time"])
                 copy = _read_image(root / ref["file_path"], gt.shape[1], gt.shape[0])
                 if copy is not None:
                     cm = image_metrics(copy, gt, image_masks, [], alpha=alpha, modgs_protocol=modgs_protocol)

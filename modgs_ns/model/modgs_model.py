@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import numpy as np
-
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
@@ -35,6 +34,8 @@ from torch import Tensor
 from modgs_ns.model.deformation import Deformation
 from modgs_ns.model.losses import flow3d_loss, knn_smoothness_loss, ordinal_depth_loss, pearson_depth_loss
 from modgs_ns.model.rasterize import rasterization
+from modgs_ns.scene.caches import DEPTH_CACHE, scene_bounds
+from modgs_ns.scene.errors import ConfigError
 
 
 @dataclass
@@ -45,12 +46,14 @@ class ModgsModelConfig(SplatfactoModelConfig):
     sh_degree: int = 0
     """MoDGS uses view-independent colour (SH degree 0)."""
     num_downscales: int = 0
+    """Train at full resolution from the first step (splatfacto starts downscaled)."""
     use_absgrad: bool = False
     """absgrad needs gsplat's CUDA backward; the CPU rasterizer gives plain gradients."""
     cpu_rasterizer: Literal["auto", "cpp", "torch"] = "auto"
     """CPU tensors only: the compiled kernel ("cpp"; "auto" falls back to "torch" with a warning when
     it cannot be built) or the pure PyTorch path. CUDA tensors always go to gsplat."""
     l1_lambda: float = 1.0
+    """Weight of the L1 photometric term."""
     dssim_lambda: float = 0.2
     """Photometric loss l1_lambda * L1 + dssim_lambda * (1 - SSIM), as MoDGS (not splatfacto's convex mix)."""
     default_time: float = 0.0
@@ -58,11 +61,17 @@ class ModgsModelConfig(SplatfactoModelConfig):
 
     # --- deformation (GaborNet time encoder + RealNVP coupling), sizes of MoDGS's configs
     deform_layers: int = 4
+    """RealNVP coupling layers (MoDGS: 4)."""
     deform_feature_dims: int = 128
+    """Time feature size of the GaborNet encoder."""
     deform_proj_dims: int = 256
+    """Projection size inside each coupling layer."""
     deform_hidden: Tuple[int, ...] = (256, 256, 256)
+    """Hidden layer sizes of each coupling layer's MLP."""
     deform_gabor_hidden: int = 256
+    """Hidden size of the GaborNet time encoder."""
     deform_seed: int = 1234
+    """Seed of the deformation's initialization, coupling permutations and stage-1 sampling."""
 
     static_scene: bool = False
     """Ignore time: plain static Gaussians (splatfacto's model on our data path; a baseline). Needs
@@ -109,9 +118,27 @@ class ModgsModelConfig(SplatfactoModelConfig):
 
     # --- stage 2 depth supervision
     depth_loss: Literal["ordinal", "pearson", "none"] = "ordinal"
+    """Depth prior loss of stage 2: MoDGS's ordinal loss, a Pearson correlation loss, or none."""
     depth_loss_weight: float = 0.1
+    """Weight of the depth loss (MoDGS: 0.1)."""
     ordinal_pairs: int = 200000
+    """Pixel pairs sampled per step for the ordinal loss."""
     ordinal_alpha: float = 100.0
+    """Sharpness of the ordinal loss's tanh (MoDGS: 100, for depth in [-1, 1] units)."""
+
+    # splatfacto options this model does not use: set to anything but splatfacto's default, they stop the run.
+    UNHONOURED = {"ssim_lambda": "use --pipeline.model.dssim-lambda and --pipeline.model.l1-lambda",
+                  "use_scale_regularization": "", "max_gauss_ratio": "", "use_bilateral_grid": "", "grid_shape": "",
+                  "output_depth_during_training": "", "resolution_schedule": "", "prompt": ""}
+
+    def check_honoured(self) -> None:
+        """ConfigError naming the splatfacto options set here that modgs would silently ignore."""
+        base = SplatfactoModelConfig()
+        bad = [k for k in self.UNHONOURED if getattr(self, k) != getattr(base, k)]
+        if bad:
+            hints = "; ".join(f"{k}: {self.UNHONOURED[k]}" for k in bad if self.UNHONOURED[k])
+            raise ConfigError(f"modgs does not use splatfacto's {', '.join('--pipeline.model.' + k.replace('_', '-') for k in bad)}"
+                              + (f" ({hints})" if hints else ""))
 
 
 def get_viewmat(c2w: Tensor) -> Tensor:
@@ -194,8 +221,13 @@ class ModgsModel(SplatfactoModel):
         self.register_buffer("stage1_stale", torch.tensor(0))
         self.register_buffer("stage1_stopped_at", torch.tensor(-1))
         self.stage1_report: Dict[Tuple[str, str], dict] = {}
-        self.scene_root: Optional[Path] = None  # set by the pipeline
-        self.frame_images: Dict[str, Path] = {}  # training image name -> path, set by the pipeline
+        # The scene comes through the constructor's metadata (the dataparser's outputs).
+        meta = self.kwargs.get("metadata") or {}
+        self.scene_root: Optional[Path] = Path(meta["modgs_root"]) if meta.get("modgs_root") else None
+        self.frame_images: Dict[str, Path] = {Path(p).name: Path(p) for p in meta.get("modgs_frame_images", [])}
+        if self.scene_root is not None and (self.scene_root / DEPTH_CACHE).is_file():
+            # Once, from the scene's bounds (a loaded checkpoint then restores the same buffers).
+            self.deform.set_normalization(torch.from_numpy(scene_bounds(self.scene_root)).float())
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         groups = super().get_param_groups()
@@ -212,11 +244,8 @@ class ModgsModel(SplatfactoModel):
             from modgs_ns.data.correspondences import Correspondences
 
             if self.scene_root is None:
-                raise RuntimeError("ModgsModel.scene_root is not set (the ModgsPipeline sets it)")
+                raise RuntimeError("ModgsModel has no scene (metadata['modgs_root'] from modgs-data)")
             self._correspondences = Correspondences(self.scene_root, self.config.stage1_heldout_fraction, self.config.deform_seed)
-            lo, hi = self._correspondences.bbox()
-            if float(self.deform.scale) == 1.0 and not bool(self.deform.center.any()):
-                self.deform.set_normalization(torch.stack([lo, hi]).to(self.device))
         return self._correspondences
 
     def world_extent(self) -> float:

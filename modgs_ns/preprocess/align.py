@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from modgs_ns.preprocess.flow import sample_bilinear
+from modgs_ns.scene.geometry import project, unproject, w2c_cv
 
 
 def static_mask(neighbour_flows: list[np.ndarray], threshold: float = 0.8) -> np.ndarray:
@@ -65,16 +66,6 @@ def align_priors(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, refe
     return aligned.astype(np.float32), a, b
 
 
-def unproject(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
-    """World points [H,W,3] of a z-depth map; pixel centres at +0.5, nerfstudio (OpenGL) c2w."""
-    h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    x = (u - K[0, 2]) / K[0, 0] * depth
-    y = (v - K[1, 2]) / K[1, 1] * depth
-    cam_gl = np.stack([x, -y, -depth], -1)  # OpenCV -> OpenGL camera axes
-    return (cam_gl @ c2w[:3, :3].T + c2w[:3, 3]).astype(np.float32)
-
-
 def nonedge_mask(points: np.ndarray, quantile: float = 0.9) -> np.ndarray:
     """False on the top (1 - quantile) of 3D gradient magnitude; border pixels stay valid."""
     g = np.zeros(points.shape[:2])
@@ -89,23 +80,6 @@ def nonedge_mask(points: np.ndarray, quantile: float = 0.9) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- moving camera
-CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips y and z: OpenCV camera axes <-> OpenGL camera axes
-
-
-def _w2c_cv(c2w: np.ndarray) -> np.ndarray:
-    """World -> OpenCV camera (4x4) from a nerfstudio (OpenGL) camera-to-world."""
-    return np.linalg.inv(np.asarray(c2w, dtype=np.float64) @ CV_TO_GL)
-
-
-def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (x, y with pixel centres at integers, as flow uses) and z-depth of world
-    points [...,3] in a camera."""
-    w2c = _w2c_cv(c2w)
-    pc = points @ w2c[:3, :3].T + w2c[:3, 3]
-    z = pc[..., 2]
-    zs = np.where(np.abs(z) > 1e-9, z, 1e-9)
-    uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2] - 0.5, K[1, 1] * pc[..., 1] / zs + K[1, 2] - 0.5], -1)
-    return uv, z
 
 
 def camera_flow(depth: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.ndarray) -> np.ndarray:
@@ -148,7 +122,7 @@ def triangulate_flow(flow: np.ndarray, ok: np.ndarray, K: np.ndarray, c2w_i: np.
     f = flow[ys.astype(int), xs.astype(int)].astype(np.float64)
     pa = np.stack([xs + 0.5, ys + 0.5])  # pixel centres in the K convention
     pb = np.stack([xs + f[:, 0] + 0.5, ys + f[:, 1] + 0.5])
-    Pi, Pj = K @ _w2c_cv(c2w_i)[:3], K @ _w2c_cv(c2w_j)[:3]
+    Pi, Pj = K @ w2c_cv(c2w_i)[:3], K @ w2c_cv(c2w_j)[:3]
     X = cv2.triangulatePoints(Pi, Pj, pa, pb)
     X = (X[:3] / np.where(np.abs(X[3]) > 1e-12, X[3], 1e-12)).T
     keep = np.ones(len(X), dtype=bool)
@@ -218,7 +192,7 @@ def align_chain(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, flows
     for i in order:
         j = i - 1 if i > reference else i + 1
         qx, qy = xs + flows[(i, j)][..., 0], ys + flows[(i, j)][..., 1]
-        R_ji = (_w2c_cv(c2ws[j]) @ np.linalg.inv(_w2c_cv(c2ws[i])))[:3, :3]
+        R_ji = (w2c_cv(c2ws[j]) @ np.linalg.inv(w2c_cv(c2ws[i])))[:3, :3]
         rz = (ray @ R_ji.T)[..., 2]
         dj = sample_bilinear(aligned[j].astype(np.float32)[..., None], qx, qy).reshape(h, w)
         vj = sample_bilinear(valid[j].astype(np.float32)[..., None], qx, qy).reshape(h, w)

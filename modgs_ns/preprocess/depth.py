@@ -16,7 +16,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from modgs_ns.preprocess.frames import PreprocessError
+from modgs_ns.scene.errors import PreprocessError
 
 DEPTH_EXTS = (".npy", ".png", ".tif", ".tiff")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from modgs_ns.data.scene_format import load_depth_prior, load_scene_meta, training_frames
 from modgs_ns.preprocess.flow import make_flow
-from modgs_ns.preprocess.pairs import DEPTH_CACHE, PAIRS_CACHE, PairParams, load_valid_masks
+from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, PairParams, load_valid_masks
+from modgs_ns.scene.format import load_depth_prior, load_scene_meta, training_frames
 
 
 def _colormap(x: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -16,11 +16,10 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
+from modgs_ns.scene.errors import PreprocessError
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
-
-class PreprocessError(ValueError):
-    """Bad input for modgs-preprocess; the message is the one line the user sees."""
 
 
 @dataclass

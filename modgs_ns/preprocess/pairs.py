@@ -11,105 +11,39 @@ Instead of MoDGS's O(T^2 N) pickle of 3D point pairs, two small files:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 from rich.progress import Progress
 
-from modgs_ns.data.scene_format import load_depth_prior, training_frames
-from modgs_ns.preprocess.align import (align_chain, align_priors, align_to_anchors, nonedge_mask, static_mask,
-                                      static_mask_moving, triangulate_flow, unproject)
+from modgs_ns.preprocess.align import (
+    align_chain,
+    align_priors,
+    align_to_anchors,
+    nonedge_mask,
+    static_mask,
+    static_mask_moving,
+    triangulate_flow,
+)
 from modgs_ns.preprocess.flow import chain_flows, cycle_consistent, make_flow, sample_bilinear
-
-UV_SCALE = 16.0
-UV_INVALID = -32768
-DEPTH_CACHE = "caches/depth.npz"
-PAIRS_CACHE = "caches/pairs.npz"
-
-
-@dataclass
-class PairParams:
-    window: int = 16
-    """Targets within +-window frames of the source. Deviation: MoDGS uses 8; chained flow makes a longer
-    window cheap, and the canonical space then stays consistent over longer spans (hard-motion scene,
-    2000 stage-1 steps: moving points warped 16 frames ahead land 6.4 px from the truth instead of 8.9)."""
-    cycle_threshold: float = 3.0
-    """Forward-backward flow consistency, pixels (MoDGS/OmniMotion: 3)."""
-    static_threshold: float = 0.8
-    """Static mask: neighbour flow, minus the flow the camera's own motion gives, below this, pixels
-    (MoDGS, static camera: flow magnitude below 0.8)."""
-    camera_motion: Literal["auto", "static", "rotation", "moving"] = "auto"
-    """How depth is aligned across frames: static (pixel-to-pixel against a reference frame, MoDGS);
-    rotation (chained through flow and the rotations); moving (fitted to static points triangulated
-    from flow and the poses, in the poses' units). auto: from the poses (identical, same centre, or not)."""
-    edge_quantile: float = 0.9
-    """Pixels above this quantile of 3D gradient are depth edges and dropped (MoDGS: 0.9)."""
-    points_per_frame: int = 10000
-    """Source pixels stored per frame (0 = every valid pixel)."""
-    flow: str = "dis-fine"
-    """dis-ultrafast / dis-fast / dis-medium / dis-fine (OpenCV, no weights; dis-fine is dis-medium refined
-    down to full resolution) or raft-small / raft-large (torchvision RAFT, MoDGS's choice; needs
-    raft_checkpoint). gt: the generated scene's analytic flow (an oracle for benchmarks; modgs-synth scenes only)."""
-    long_range: Literal["chain", "direct"] = "chain"
-    """Flow to targets beyond +-1 frame. chain: follow consecutive-frame flows, every link cycle-checked
-    (MoDGS/OmniMotion chain flow; fast motion defeats direct long-range flow: on the hard-motion scene,
-    direct DIS flow 4-8 frames apart passes the cycle check on 50-70% of moving pixels while off by 30-50 px).
-    direct: flow computed between the two frames themselves, cycle-checked (MoDGS's exhaustive RAFT)."""
-    raft_checkpoint: str = ""
-    """Local RAFT state-dict file (no download here)."""
-    reference_frame: int = -1
-    """Frame the others are aligned to; -1 = the middle frame."""
-    seed: int = 0
-
-    def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_cache_masks(root: Path, key: str) -> tuple[list[str], np.ndarray]:
-    """(image names, mask [T,H,W] bool) stored bit-packed in the depth cache under `key`."""
-    with np.load(Path(root) / DEPTH_CACHE) as z:
-        W = int(z["shape"][2])
-        return [str(n) for n in z["names"]], np.unpackbits(z[key], axis=-1, count=W).astype(bool)
-
-
-def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
-    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
-    return load_cache_masks(root, "valid")
-
-
-def caches_valid(root: Path, params: PairParams) -> bool:
-    """Both caches exist and were built with these parameters (a half-written file never has a key)."""
-    for rel in (DEPTH_CACHE, PAIRS_CACHE):
-        p = root / rel
-        if not p.is_file():
-            return False
-        try:
-            with np.load(p) as z:
-                if str(z["params_key"]) != params.key():
-                    return False
-        except Exception:  # truncated or foreign file (BadZipFile, EOFError, KeyError, ...)
-            return False
-    return True
+from modgs_ns.scene.caches import (
+    DEPTH_CACHE,
+    PAIRS_CACHE,
+    UV_INVALID,
+    UV_SCALE,
+    PairParams,
+    atomic_savez,
+    cache_key,
+    cache_state,
+    pair_params_of,
+)
+from modgs_ns.scene.errors import CacheError, SceneFormatError
+from modgs_ns.scene.format import load_depth_prior, load_scene_meta, training_frames, validate_scene
+from modgs_ns.scene.geometry import unproject
 
 
 def _load_frames(root: Path, meta: dict):
@@ -118,7 +52,7 @@ def _load_frames(root: Path, meta: dict):
     for f in frames:
         img = cv2.imread(str(root / f["file_path"]), cv2.IMREAD_COLOR)
         if img is None:
-            raise ValueError(f"cannot read image {root / f['file_path']}")
+            raise SceneFormatError(f"cannot read image {root / f['file_path']}")
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         d, v = load_depth_prior(root / f["depth_prior_path"], img.shape[0], img.shape[1])
         imgs.append(img)
@@ -155,7 +89,7 @@ def compute_flows(imgs: np.ndarray, win: int, params: PairParams, meta: dict, c2
 
         synth = meta.get("modgs", {}).get("synth")
         if not synth:
-            raise ValueError("--pairs.flow gt needs a scene generated by modgs-synth (its analytic flow)")
+            raise CacheError("--pairs.flow gt needs a scene generated by modgs-synth (its analytic flow)")
         scene = SceneParams(motion_amplitude=synth["motion_amplitude"], seed=synth["seed"], objects=synth["objects"])
         with Progress(disable=not progress) as bar:
             task = bar.add_task("modgs: analytic flow (oracle)", total=len(pairs))
@@ -202,8 +136,22 @@ def _align_moving(flows: dict, flow_ok: dict, priors, prior_valid, K, c2ws, para
     return depth, scales, shifts
 
 
+def ensure_caches(root: Path, progress: bool = True) -> dict:
+    """Rebuild the scene's caches, with the pair parameters recorded in it, unless they are valid for
+    its current inputs; says why in one line. Returns build_caches' summary ({} when up to date)."""
+    root, meta = load_scene_meta(root)
+    validate_scene(root, meta)
+    params = pair_params_of(meta)
+    why = cache_state(root, cache_key(root, meta, params))
+    if not why:
+        return {}
+    print(f"modgs: building flow / depth-alignment / 3D-pair caches in {root / 'caches'} ({why})", file=sys.stderr, flush=True)
+    return build_caches(root, meta, params, progress)
+
+
 def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = True) -> dict:
-    """Compute flows, alignment and pairs; write both caches atomically. Returns timings/sizes."""
+    """Compute flows, alignment and pairs; write both caches atomically, keyed on their inputs
+    (scene/caches.py). Returns sizes and statistics."""
     imgs, priors, prior_valid, c2ws, K, times, names = _load_frames(root, meta)
     T, H, W = priors.shape
     win = max(1, min(params.window, T - 1))
@@ -271,8 +219,8 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
                 tgt[i, k][sel] = np.round(uv[sel] * uv_scale).astype(np.int16)
             bar.advance(task)
 
-    key = np.array(params.key())
-    _atomic_savez(
+    key = np.array(cache_key(root, meta, params))
+    atomic_savez(
         root / DEPTH_CACHE,
         params_key=key,
         depth=depth,
@@ -288,7 +236,7 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
         c2w=c2ws,
         shape=np.array([T, H, W]),
     )
-    _atomic_savez(root / PAIRS_CACHE, params_key=key, src=src, tgt=tgt, offsets=offsets, counts=counts, uv_scale=np.array(uv_scale),
+    atomic_savez(root / PAIRS_CACHE, params_key=key, src=src, tgt=tgt, offsets=offsets, counts=counts, uv_scale=np.array(uv_scale),
                   params=np.array(json.dumps(asdict(params))))
     return {
         "depth_bytes": (root / DEPTH_CACHE).stat().st_size,

@@ -20,8 +20,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from modgs_ns.preprocess.align import CV_TO_GL
-from modgs_ns.preprocess.frames import PreprocessError
+from modgs_ns.scene.errors import PreprocessError
+from modgs_ns.scene.features import sift_matches
+from modgs_ns.scene.geometry import CV_TO_GL
 
 
 class PoseError(PreprocessError):
@@ -121,18 +122,10 @@ def relative_rotation(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray, mask_
                       min_inliers: int = 20) -> tuple[np.ndarray, int]:
     """R_ba (camera a -> camera b coordinates, OpenCV axes) of a purely rotating camera from SIFT
     matches (mask_a: True where features may be used), and the number of matches it rests on."""
-    sift = cv2.SIFT_create(nfeatures=4000)
-    grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) if im.ndim == 3 else im for im in (img_a, img_b)]
-    ka, da = sift.detectAndCompute(grey[0], None if mask_a is None else mask_a.astype(np.uint8) * 255)
-    kb, db = sift.detectAndCompute(grey[1], None)
-    if da is None or db is None or len(ka) < min_inliers or len(kb) < min_inliers:
-        raise PoseError(f"too few features for a rotation estimate ({0 if da is None else len(ka)})")
-    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
-    good = [m for m, n in (p for p in matches if len(p) == 2) if m.distance < 0.75 * n.distance]
-    if len(good) < min_inliers:
-        raise PoseError(f"too few feature matches for a rotation estimate ({len(good)})")
-    pa = np.float32([ka[m.queryIdx].pt for m in good])
-    pb = np.float32([kb[m.trainIdx].pt for m in good])
+    pa, pb = sift_matches(img_a, img_b, mask_a)
+    if len(pa) < min_inliers:
+        raise PoseError(f"too few feature matches for a rotation estimate ({len(pa)})")
+    pa, pb = pa.astype(np.float32), pb.astype(np.float32)
     H, inl = cv2.findHomography(pa, pb, cv2.RANSAC, 2.0)
     if H is None or int(inl.sum()) < min_inliers:
         raise PoseError("no consistent homography between neighbouring frames")
@@ -171,42 +164,3 @@ def rotation_poses(images: Sequence[np.ndarray], K: np.ndarray, static_masks: Op
         out[k, :3, :3] = c2w_cv[k]
     # World axes = the reference camera's OpenGL axes, so that camera's pose is the identity.
     return CV_TO_GL @ out @ CV_TO_GL
-
-
-# ----------------------------------------------------------------------------- evaluation
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising sum |s R src + t - dst|^2 (Umeyama 1991), points [N,3]."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        S[2, 2] = -1
-    R = u @ S @ vt
-    var = (xs ** 2).sum() / len(src)
-    s = float(np.trace(np.diag(d) @ S) / var) if var > 0 else 1.0
-    return s, R, mu_d - s * R @ mu_s
-
-
-def trajectory_errors(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict:
-    """ATE: RMSE of the camera centres after a similarity alignment (GT units; for a pure rotation,
-    with no spread of centres, after a translation only). Rotation error: mean angle (degrees)
-    after the one rotation that best aligns all orientations (the centres of a short arc do not pin
-    the rotation about the arc's chord down, the orientations do)."""
-    ce, cg = est_c2w[:, :3, 3], gt_c2w[:, :3, 3]
-    if np.linalg.norm(ce - ce.mean(0), axis=1).max() > 1e-9:
-        s, R, t = umeyama(ce, cg)
-        aligned = (s * ce @ R.T) + t
-    else:
-        s, aligned = 1.0, ce - ce.mean(0) + cg.mean(0)
-    ate = float(np.sqrt(((aligned - cg) ** 2).sum(-1).mean()))
-    # argmin_R sum |R E_i - G_i|_F: the orthogonal projection of sum G_i E_i^T.
-    u, _, vt = np.linalg.svd(sum(g[:3, :3] @ e[:3, :3].T for e, g in zip(est_c2w, gt_c2w)))
-    Ra = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    rot = []
-    for e, g in zip(est_c2w, gt_c2w):
-        dR = (Ra @ e[:3, :3]).T @ g[:3, :3]
-        rot.append(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
-    return {"ate": ate, "rotation_deg": float(np.mean(rot)), "scale": float(s),
-            "path_length": float(np.linalg.norm(np.diff(cg, axis=0), axis=1).sum())}

@@ -1,7 +1,7 @@
 """modgs-eval: score a trained modgs run on its held-out cameras.
 
 Renders every test camera at its time (placed in the reconstruction's units, see
-modgs_ns/eval/placement.py), computes PSNR / SSIM / LPIPS (AlexNet and VGG when their weights are
+modgs_ns/data/placement.py), computes PSNR / SSIM / LPIPS (AlexNet and VGG when their weights are
 available offline) on the full image and inside the scene's dynamic and co-visibility masks, and
 writes metrics.json (per image, per camera, mean) plus GT | render | error | depth grids.
 """

@@ -31,12 +31,11 @@ from modgs_ns.preprocess.run import PreprocessConfig, run  # noqa: E402
 
 def main(cfg: PreprocessConfig) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for weights
-    from modgs_ns.data.scene_format import SceneFormatError
-    from modgs_ns.preprocess.frames import PreprocessError
+    from modgs_ns.scene.errors import ModgsError
 
     try:
         result = run(cfg)
-    except (PreprocessError, SceneFormatError, ValueError) as err:
+    except (ModgsError, ValueError) as err:
         print(f"modgs-preprocess: error: {err}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:

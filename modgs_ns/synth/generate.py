@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 from rich.progress import Progress
 
-from modgs_ns.data.scene_format import write_ply_points
+from modgs_ns.scene.format import write_ply_points, write_scene
 from modgs_ns.synth import scene as S
 from modgs_ns.synth.depth_prior import PriorDistortion, frame_affine, simulate_prior
 
@@ -166,4 +165,4 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
             "synth": {k: v for k, v in asdict(cfg).items()},
         },
     }
-    (root / "transforms.json").write_text(json.dumps(meta, indent=1))
+    write_scene(root, meta)

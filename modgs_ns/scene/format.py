@@ -11,11 +11,34 @@ Keys read on top of nerfstudio's (see README, "Scene format"):
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from modgs_ns.scene.errors import SceneFormatError
+
 TRANSFORMS = "transforms.json"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_scene(root: Path, meta: dict) -> None:
+    """The one writer of a scene's transforms.json (modgs-preprocess and modgs-synth)."""
+    write_json_atomic(Path(root) / TRANSFORMS, meta)
 
 
 def write_ply_points(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
@@ -36,14 +59,8 @@ def write_ply_points(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
         f.write(rec.tobytes())
 
 
-class SceneFormatError(ValueError):
-    """The scene folder does not hold a readable modgs scene; the message names what is wrong."""
-
-
 def load_scene_meta(data: Path) -> tuple[Path, dict]:
     """(scene dir, parsed transforms.json) for a scene folder or a path to its json file."""
-    import json
-
     data = Path(data)
     if data.suffix == ".json":
         path, root = data, data.parent
@@ -67,6 +84,12 @@ def training_frames(meta: dict) -> list[dict]:
         names = {Path(p).name for p in meta["train_filenames"]}
         return [f for f in meta["frames"] if Path(f.get("file_path", "")).name in names]
     return list(meta["frames"])
+
+
+def training_frame_at(train: list[dict], time: float) -> dict:
+    """The training frame shown at `time`: the one nearest in time (the rule for placing held-out
+    cameras and for the copy floor alike)."""
+    return min(train, key=lambda f: abs(float(f["time"]) - float(time)))
 
 
 def validate_scene(root: Path, meta: dict, require_prior: bool = True) -> None:

@@ -46,8 +46,11 @@ def fetch_from_deb(package: str, member: str, target: Path) -> Path:
         debs = list(work.glob(f"{package}_*.deb"))
         if r.returncode != 0 or not debs:
             raise SampleUnavailable(f"could not apt-get download {package}: {r.stderr.strip()[-200:]}")
-        tar = subprocess.run(f"dpkg-deb --fsys-tarfile {debs[0]} | tar -x -C {work} {member}", shell=True,
-                             capture_output=True, text=True)
+        # dpkg-deb | tar as two processes: no shell, so paths are never parsed as commands.
+        deb = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE)
+        tar = subprocess.run(["tar", "-x", "-C", str(work), member], stdin=deb.stdout, capture_output=True, text=True)
+        deb.stdout.close()
+        deb.wait()
         src = work / member
         if tar.returncode != 0 or not src.exists():
             raise SampleUnavailable(f"{package} has no {member}: {tar.stderr.strip()[-200:]}")

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import cv2
 import numpy as np
 
-FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes
+from modgs_ns.scene.features import sift_matches
+from modgs_ns.scene.geometry import FLIP
 
 
 @dataclass
@@ -58,21 +58,6 @@ def _h(m: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[: m.shape[0], :4] = m[:4, :4] if m.shape[0] == 4 else m
     return out
-
-
-def _sift_matches(a: np.ndarray, b: np.ndarray, ratio: float = 0.75):
-    """Matched pixel coordinates (N,2), (N,2) between two uint8 RGB images (Lowe's ratio test)."""
-    sift = cv2.SIFT_create(nfeatures=4000)
-    ga, gb = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
-    ka, da = sift.detectAndCompute(ga, None)
-    kb, db = sift.detectAndCompute(gb, None)
-    if da is None or db is None or len(ka) < 2 or len(kb) < 2:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
-    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
-    pa = np.array([ka[m.queryIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
-    pb = np.array([kb[m.trainIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
-    return pa, pb
 
 
 def solve_scale_from_points(
@@ -122,7 +107,7 @@ def scale_from_matches(
     img_test: np.ndarray, K_test: np.ndarray, rel: np.ndarray, valid: Optional[np.ndarray] = None,
 ) -> tuple[float, int]:
     """(s, inliers) from one training / test image pair at the same time; depth in reconstruction units."""
-    pa, pb = _sift_matches(img_train, img_test)
+    pa, pb = sift_matches(img_train, img_test)
     if len(pa) == 0:
         return float("nan"), 0
     # OpenCV keypoints put pixel centres at integers; ours are at +0.5.

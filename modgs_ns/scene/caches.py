@@ -1,0 +1,147 @@
+"""The flow / alignment / 3D-pair caches: their files, parameters, validity key and typed loaders.
+
+modgs-preprocess (modgs_ns/preprocess/pairs.py) is their only writer. A cache is valid when its
+stored key equals `cache_key(root, meta, params)`: the pair parameters and a content fingerprint of
+every input (training images, depth priors, poses, times, intrinsics), so replaced priors or another
+scene's caches are never trusted; a truncated or corrupted file fails its zip CRC check on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from modgs_ns.scene.errors import CacheError
+from modgs_ns.scene.format import training_frames
+from modgs_ns.scene.geometry import unproject
+
+UV_SCALE = 16.0
+UV_INVALID = -32768
+DEPTH_CACHE = "caches/depth.npz"
+PAIRS_CACHE = "caches/pairs.npz"
+
+
+@dataclass
+class PairParams:
+    window: int = 16
+    """Targets within +-window frames of the source. Deviation: MoDGS uses 8; chained flow makes a longer
+    window cheap, and the canonical space then stays consistent over longer spans (hard-motion scene,
+    2000 stage-1 steps: moving points warped 16 frames ahead land 6.4 px from the truth instead of 8.9)."""
+    cycle_threshold: float = 3.0
+    """Forward-backward flow consistency, pixels (MoDGS/OmniMotion: 3)."""
+    static_threshold: float = 0.8
+    """Static mask: neighbour flow, minus the flow the camera's own motion gives, below this, pixels
+    (MoDGS, static camera: flow magnitude below 0.8)."""
+    camera_motion: Literal["auto", "static", "rotation", "moving"] = "auto"
+    """How depth is aligned across frames: static (pixel-to-pixel against a reference frame, MoDGS);
+    rotation (chained through flow and the rotations); moving (fitted to static points triangulated
+    from flow and the poses, in the poses' units). auto: from the poses (identical, same centre, or not)."""
+    edge_quantile: float = 0.9
+    """Pixels above this quantile of 3D gradient are depth edges and dropped (MoDGS: 0.9)."""
+    points_per_frame: int = 10000
+    """Source pixels stored per frame (0 = every valid pixel)."""
+    flow: str = "dis-fine"
+    """dis-ultrafast / dis-fast / dis-medium / dis-fine (OpenCV, no weights; dis-fine is dis-medium refined
+    down to full resolution) or raft-small / raft-large (torchvision RAFT, MoDGS's choice; needs
+    raft_checkpoint). gt: the generated scene's analytic flow (an oracle for benchmarks; modgs-synth scenes only)."""
+    long_range: Literal["chain", "direct"] = "chain"
+    """Flow to targets beyond +-1 frame. chain: follow consecutive-frame flows, every link cycle-checked
+    (MoDGS/OmniMotion chain flow; fast motion defeats direct long-range flow: on the hard-motion scene,
+    direct DIS flow 4-8 frames apart passes the cycle check on 50-70% of moving pixels while off by 30-50 px).
+    direct: flow computed between the two frames themselves, cycle-checked (MoDGS's exhaustive RAFT)."""
+    raft_checkpoint: str = ""
+    """Local RAFT state-dict file (no download here)."""
+    reference_frame: int = -1
+    """Frame the others are aligned to; -1 = the middle frame."""
+    seed: int = 0
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cache_masks(root: Path, key: str) -> tuple[list[str], np.ndarray]:
+    """(image names, mask [T,H,W] bool) stored bit-packed in the depth cache under `key`."""
+    with np.load(Path(root) / DEPTH_CACHE) as z:
+        W = int(z["shape"][2])
+        return [str(n) for n in z["names"]], np.unpackbits(z[key], axis=-1, count=W).astype(bool)
+
+
+def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
+    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
+    return load_cache_masks(root, "valid")
+
+
+def pair_params_of(meta: dict) -> PairParams:
+    """The pair parameters recorded in the scene (`modgs.pairs`), defaults for those it leaves out."""
+    recorded = meta.get("modgs", {}).get("pairs") or {}
+    known = {f.name for f in fields(PairParams)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise CacheError(f"transforms.json modgs.pairs has unknown parameters {unknown}")
+    return PairParams(**recorded)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(root: Path, meta: dict, params: PairParams) -> str:
+    """Key of everything the caches are computed from: parameters, intrinsics, and per training frame
+    its name, time, pose and the content of its image and depth prior."""
+    root = Path(root)
+    parts: list = [asdict(params), [meta.get(k) for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")]]
+    for f in sorted(training_frames(meta), key=lambda f: (float(f["time"]), f["file_path"])):
+        files = [root / f["file_path"]] + ([root / f["depth_prior_path"]] if f.get("depth_prior_path") else [])
+        digests = [_file_digest(p) if p.is_file() else None for p in files]
+        parts.append([f["file_path"], float(f["time"]), f.get("transform_matrix"), digests])
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def caches_valid(root: Path, meta: dict, params: PairParams) -> bool:
+    return not cache_state(root, cache_key(root, meta, params))
+
+
+def cache_state(root: Path, key: str) -> str:
+    """'' when both caches hold `key` and read back intact; else why not (one phrase)."""
+    for rel in (DEPTH_CACHE, PAIRS_CACHE):
+        p = Path(root) / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        try:
+            with np.load(p) as z:
+                if str(z["params_key"]) != key:
+                    return f"{rel} was built from other inputs or parameters"
+                for name in z.files:  # reading every member checks its CRC
+                    z[name]
+        except Exception:  # truncated, corrupted or foreign (BadZipFile, EOFError, KeyError, ValueError, ...)
+            return f"{rel} is unreadable"
+    return ""
+
+
+def scene_bounds(root: Path) -> np.ndarray:
+    """[2, 3] min and max of the valid aligned-depth points of every training frame (world units)."""
+    with np.load(Path(root) / DEPTH_CACHE) as z:
+        depth, K, c2w = z["depth"], z["K"], z["c2w"]
+    _, valid = load_valid_masks(root)
+    pts = np.concatenate([unproject(depth[i], K, c2w[i])[valid[i]] for i in range(len(depth))])
+    return np.stack([pts.min(0), pts.max(0)])
