@@ -15,9 +15,8 @@ from typing import Type
 import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
-from modgs_ns.cli import one_line_errors
+from modgs_ns.cli import one_line_errors, provide_ffmpeg
 from modgs_ns.preprocess.pairs import ensure_caches
-from modgs_ns.render.ffmpeg import provide_ffmpeg
 from modgs_ns.viewer_controls import TrainCameraView
 
 
@@ -38,7 +37,8 @@ class ModgsPipeline(VanillaPipeline):
             provide_ffmpeg()
         with one_line_errors("modgs-data"):
             config.model.check_honoured()
-            ensure_caches(Path(config.datamanager.dataparser.data))
+            dm = config.datamanager  # nerfstudio hands `--data` to the dataparser inside the datamanager
+            ensure_caches(Path(dm.data if dm.data is not None else dm.dataparser.data))
             super().__init__(config, *args, **kwargs)
         # Viewer: a button that puts the view at the (first) training camera; nerfstudio's viewer
         # installs ViewerElements / ViewerControls found as attributes of the pipeline.

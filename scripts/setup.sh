@@ -14,7 +14,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then
   fi
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import modgs_ns, nerfstudio, gsplat, pytest, transformers, imageio_ffmpeg, plyfile, pycolmap" >/dev/null 2>&1; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import modgs_ns, nerfstudio, gsplat, pytest, transformers, imageio_ffmpeg, plyfile, pycolmap" >/dev/null 2>&1 || [ ! -x .venv/bin/ruff ]; then
   echo "setup: creating .venv and installing (a few minutes on a fresh machine)" >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade "pip<26" >/dev/null 2>&1 || true
