@@ -50,8 +50,10 @@ class ModgsTrainerConfig(TrainerConfig):
         """ConfigError on options that cannot work together."""
         n1 = self.pipeline.model.stage1_steps
         if self.max_num_iterations <= n1 and not self._resuming():
-            raise ConfigError(f"--max-num-iterations ({self.max_num_iterations}) must exceed "
-                              f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps")
+            raise ConfigError(
+                f"--max-num-iterations ({self.max_num_iterations}) must exceed "
+                f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps"
+            )
         if getattr(self.pipeline.model, "static_scene", False) and n1 > 0:
             raise ConfigError("--pipeline.model.static-scene True needs --pipeline.model.stage1-steps 0")
 
@@ -75,8 +77,13 @@ class ModgsTrainerConfig(TrainerConfig):
                     sched.max_steps = self.max_num_iterations
 
 
-def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float = 0.99999, stage1_final=None,
-                stage2_lr: float = 1e-4) -> dict:
+def _optimizers(
+    stage1_lr_nvp: float,
+    stage1_lr_time: float,
+    stage1_gamma: float = 0.99999,
+    stage1_final=None,
+    stage2_lr: float = 1e-4,
+) -> dict:
     def adam(lr, sched=None):
         return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": sched}
 
@@ -89,10 +96,14 @@ def _optimizers(stage1_lr_nvp: float, stage1_lr_time: float, stage1_gamma: float
         "opacities": adam(0.05),
         "scales": adam(0.001),
         "quats": adam(0.001),
-        "deform_time": adam(stage1_lr_time, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final,
-                                                                               stage2_lr=stage2_lr)),
-        "deform": adam(stage1_lr_nvp, TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final,
-                                                                         stage2_lr=stage2_lr)),
+        "deform_time": adam(
+            stage1_lr_time,
+            TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final, stage2_lr=stage2_lr),
+        ),
+        "deform": adam(
+            stage1_lr_nvp,
+            TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final, stage2_lr=stage2_lr),
+        ),
         "camera_opt": adam(1e-4, FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
     }
 
@@ -101,7 +112,9 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _trainer(method_name: str, max_steps: int, model: ModgsModelConfig, optimizers: dict, vis: str) -> ModgsTrainerConfig:
+def _trainer(
+    method_name: str, max_steps: int, model: ModgsModelConfig, optimizers: dict, vis: str
+) -> ModgsTrainerConfig:
     stage2 = max_steps - model.stage1_steps
     return ModgsTrainerConfig(
         method_name=method_name,
@@ -113,9 +126,7 @@ def _trainer(method_name: str, max_steps: int, model: ModgsModelConfig, optimize
         mixed_precision=False,
         pipeline=ModgsPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
-                _target=ModgsDataManager,
-                dataparser=ModgsDataParserConfig(),
-                cache_images_type="uint8",
+                _target=ModgsDataManager, dataparser=ModgsDataParserConfig(), cache_images_type="uint8"
             ),
             model=model,
         ),

@@ -21,7 +21,9 @@ def sh(cmd, log: Path, env) -> float:
     with open(log, "w") as f:
         r = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
     if r.returncode:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd[:3]))} (log {log}): {log.read_text().strip().splitlines()[-3:]}")
+        raise SystemExit(
+            f"failed: {' '.join(map(str, cmd[:3]))} (log {log}): {log.read_text().strip().splitlines()[-3:]}"
+        )
     return time.time() - t0
 
 
@@ -57,16 +59,51 @@ def add_held_out(S: Path, P: Path) -> None:
     (P / "transforms.json").write_text(json.dumps(mp, indent=1))
 
 
-def train_and_eval(scene: Path, tag: str, work: Path, stage1: int, stage2: int, env, extra=()) -> tuple[dict, dict, float]:
+def train_and_eval(
+    scene: Path, tag: str, work: Path, stage1: int, stage2: int, env, extra=()
+) -> tuple[dict, dict, float]:
     """`ns-train modgs-cpu` then `modgs-eval` (metric-depth test-camera scale); (mean metrics,
     test-camera scale, train seconds)."""
     runs = work / "runs"
-    t = sh([BIN / "ns-train", "modgs-cpu", "--data", scene, "--output-dir", runs, "--experiment-name", tag, "--timestamp", "run",
-            "--vis", "tensorboard", "--max-num-iterations", stage1 + stage2, "--pipeline.model.stage1-steps", stage1, *extra],
-           work / f"{tag}_train.log", env)
+    t = sh(
+        [
+            BIN / "ns-train",
+            "modgs-cpu",
+            "--data",
+            scene,
+            "--output-dir",
+            runs,
+            "--experiment-name",
+            tag,
+            "--timestamp",
+            "run",
+            "--vis",
+            "tensorboard",
+            "--max-num-iterations",
+            stage1 + stage2,
+            "--pipeline.model.stage1-steps",
+            stage1,
+            *extra,
+        ],
+        work / f"{tag}_train.log",
+        env,
+    )
     config = runs / tag / "modgs-cpu" / "run" / "config.yml"
-    sh([BIN / "modgs-eval", "--load-config", config, "--output-dir", work / f"{tag}_eval", "--scale-method", "metric-depth",
-        "--grid-every", "0"], work / f"{tag}_eval.log", env)
+    sh(
+        [
+            BIN / "modgs-eval",
+            "--load-config",
+            config,
+            "--output-dir",
+            work / f"{tag}_eval",
+            "--scale-method",
+            "metric-depth",
+            "--grid-every",
+            "0",
+        ],
+        work / f"{tag}_eval.log",
+        env,
+    )
     m = json.loads((work / f"{tag}_eval" / "metrics.json").read_text())
     return m["mean"], m["test_camera_scale"], t
 
@@ -76,8 +113,10 @@ def print_table(rows: dict, first: str) -> None:
     print(f"| {first} | test PSNR | SSIM | PSNR dynamic | PSNR co-visible | test-camera scale | train time |")
     print("|---|---|---|---|---|---|---|")
     for name, (m, sc, t) in rows.items():
-        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('psnr_dynamic') or float('nan'):.2f} | "
-              f"{m.get('psnr_covisible') or float('nan'):.2f} | {sc['scale']:.4f} | {t:.0f} s |")
+        print(
+            f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('psnr_dynamic') or float('nan'):.2f} | "
+            f"{m.get('psnr_covisible') or float('nan'):.2f} | {sc['scale']:.4f} | {t:.0f} s |"
+        )
 
 
 def bench_parser(doc: str, name: str):

@@ -40,9 +40,14 @@ def main() -> None:
     means = torch.randn(n, 3, generator=g)
     deform.set_normalization(means)
     model = SimpleNamespace(
-        means=means, features_dc=torch.randn(n, 3, generator=g), features_rest=torch.zeros(n, 0, 3),
-        opacities=torch.randn(n, 1, generator=g), scales=torch.randn(n, 3, generator=g) - 3, quats=torch.randn(n, 4, generator=g),
-        config=SimpleNamespace(sh_degree=0), deformed_means=lambda m, t: deform.from_canonical(m, t),
+        means=means,
+        features_dc=torch.randn(n, 3, generator=g),
+        features_rest=torch.zeros(n, 0, 3),
+        opacities=torch.randn(n, 1, generator=g),
+        scales=torch.randn(n, 3, generator=g) - 3,
+        quats=torch.randn(n, 4, generator=g),
+        config=SimpleNamespace(sh_degree=0),
+        deformed_means=lambda m, t: deform.from_canonical(m, t),
     )
     times = [k / max(args.times - 1, 1) for k in range(args.times)]
     t_deform = t_ours = t_ns = 0.0

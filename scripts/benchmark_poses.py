@@ -42,8 +42,23 @@ from trajectory import trajectory_errors  # noqa: E402
 
 def orbit(args, w: Path, env) -> None:
     S = w / "synth"
-    sh([BIN / "modgs-synth", "--output-dir", S, "--scene.camera-motion", "orbit", "--scene.num-frames", "32",
-        "--scene.width", "240", "--scene.height", "180"], w / "synth.log", env)
+    sh(
+        [
+            BIN / "modgs-synth",
+            "--output-dir",
+            S,
+            "--scene.camera-motion",
+            "orbit",
+            "--scene.num-frames",
+            "32",
+            "--scene.width",
+            "240",
+            "--scene.height",
+            "180",
+        ],
+        w / "synth.log",
+        env,
+    )
     ms = json.loads((S / "transforms.json").read_text())
     train = sorted((f for f in ms["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     gt = np.array([f["transform_matrix"] for f in train])
@@ -57,12 +72,33 @@ def orbit(args, w: Path, env) -> None:
         shutil.copy(S / f["file_path"], frames / name)
         shutil.copy(S / f["depth_prior_path"], prior / name.replace(".png", ".npy"))
         ns_frames.append({"file_path": f"images/{name}", "transform_matrix": f["transform_matrix"]})
-    (ns / "transforms.json").write_text(json.dumps({k: ms[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")} | {"frames": ns_frames}))
+    (ns / "transforms.json").write_text(
+        json.dumps({k: ms[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")} | {"frames": ns_frames})
+    )
     common = ["--depth-dir", prior, "--max-side", "0", "--fps", "10"]
     P_gt, P_est = w / "scene_gt", w / "scene_colmap"
-    t_gt = sh([BIN / "modgs-preprocess", "--nerfstudio-data", ns, "--output-dir", P_gt, *common], w / "preprocess_gt.log", env)
-    t_est = sh([BIN / "modgs-preprocess", "--images", frames, "--output-dir", P_est, "--poses", "colmap", "--no-pose-fallback",
-                "--fx", ms["fl_x"], "--fy", ms["fl_y"], *common], w / "preprocess_colmap.log", env)
+    t_gt = sh(
+        [BIN / "modgs-preprocess", "--nerfstudio-data", ns, "--output-dir", P_gt, *common], w / "preprocess_gt.log", env
+    )
+    t_est = sh(
+        [
+            BIN / "modgs-preprocess",
+            "--images",
+            frames,
+            "--output-dir",
+            P_est,
+            "--poses",
+            "colmap",
+            "--no-pose-fallback",
+            "--fx",
+            ms["fl_x"],
+            "--fy",
+            ms["fl_y"],
+            *common,
+        ],
+        w / "preprocess_colmap.log",
+        env,
+    )
     me = json.loads((P_est / "transforms.json").read_text())
     est = np.array([f["transform_matrix"] for f in sorted(me["frames"], key=lambda f: f["time"])])
     err = trajectory_errors(est, gt)
@@ -74,8 +110,10 @@ def orbit(args, w: Path, env) -> None:
     print(f"orbit scene, 32 frames 240x180, camera path {err['path_length']:.3f} m over 8 degrees")
     print(f"  preprocess: GT poses {t_gt:.1f} s, colmap poses {t_est:.1f} s")
     for name, e in (("colmap (as run: no masks)", err), ("colmap (GT moving-object masks, one pass)", err_masked)):
-        print(f"  {name}: ATE {1000 * e['ate']:.1f} mm ({100 * e['ate'] / e['path_length']:.2f}% of the path), "
-              f"rotation error {e['rotation_deg']:.3f} deg")
+        print(
+            f"  {name}: ATE {1000 * e['ate']:.1f} mm ({100 * e['ate'] / e['path_length']:.2f}% of the path), "
+            f"rotation error {e['rotation_deg']:.3f} deg"
+        )
     for tag, scene in (("gt", P_gt), ("colmap", P_est)):
         stats = json.loads((scene / "transforms.json").read_text())["modgs"]["preprocess"]["caches"]
         with np.load(scene / "caches" / "depth.npz") as z:
@@ -85,9 +123,11 @@ def orbit(args, w: Path, env) -> None:
         m = np.isfinite(metric) & ~dyn
         s = np.median(aligned[m] / metric[m])
         rel = np.median(np.abs(aligned / s - metric)[m] / metric[m])
-        print(f"  {tag}: camera motion {stats['camera_motion']}; aligned depth vs GT after one global scale: median "
-              f"{100 * rel:.2f}%; static mask keeps {100 * static[m].mean():.1f}% of the background and "
-              f"{100 * static[dyn].mean():.1f}% of the moving objects")
+        print(
+            f"  {tag}: camera motion {stats['camera_motion']}; aligned depth vs GT after one global scale: median "
+            f"{100 * rel:.2f}%; static mask keeps {100 * static[m].mean():.1f}% of the background and "
+            f"{100 * static[dyn].mean():.1f}% of the moving objects"
+        )
     if args.skip_training:
         return
     rows = {}
@@ -111,9 +151,36 @@ def castel(w: Path, env) -> None:
     seq.write_folders(imgs, depth)
     K = seq.K_color
     out = w / "castel_scene"
-    t = sh([BIN / "modgs-preprocess", "--images", imgs, "--output-dir", out, "--poses", "colmap", "--no-pose-fallback",
-            "--fx", K[0, 0], "--fy", K[1, 1], "--cx", K[0, 2], "--cy", K[1, 2], "--depth-dir", depth, "--depth-kind", "metric",
-            "--depth-scale", seq.PNG_DEPTH_SCALE, "--fps", "30"], w / "castel_preprocess.log", env)
+    t = sh(
+        [
+            BIN / "modgs-preprocess",
+            "--images",
+            imgs,
+            "--output-dir",
+            out,
+            "--poses",
+            "colmap",
+            "--no-pose-fallback",
+            "--fx",
+            K[0, 0],
+            "--fy",
+            K[1, 1],
+            "--cx",
+            K[0, 2],
+            "--cy",
+            K[1, 2],
+            "--depth-dir",
+            depth,
+            "--depth-kind",
+            "metric",
+            "--depth-scale",
+            seq.PNG_DEPTH_SCALE,
+            "--fps",
+            "30",
+        ],
+        w / "castel_preprocess.log",
+        env,
+    )
     meta = json.loads((out / "transforms.json").read_text())
     _, valid = load_valid_masks(out)
     with np.load(out / "caches" / "depth.npz") as z:
@@ -122,14 +189,20 @@ def castel(w: Path, env) -> None:
     c2w = np.array([f["transform_matrix"] for f in sorted(meta["frames"], key=lambda f: f["time"])])
     path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     med = float(np.median(aligned[aligned > 0]))
-    print(f"castel (RealSense SR300, 30 frames 640x480 -> {meta['w']}x{meta['h']}): modgs-preprocess {t:.1f} s, "
-          f"{len(c2w)}/30 frames posed ({meta['modgs']['preprocess']['camera']}), camera motion "
-          f"{meta['modgs']['preprocess']['caches']['camera_motion']}")
-    print(f"  sensor depth -> pose units (metric depth: scale only): {np.median(a):.3f} units/m; per-frame fits spread "
-          f"{100 * a.std() / a.mean():.2f}% (std/mean), range {a.min():.2f}-{a.max():.2f}")
-    print(f"  camera path {path / np.median(a) * 100:.1f} cm (poses in metres through the depth scale); median depth "
-          f"{med / np.median(a) * 100:.1f} cm; static mask: {100 * static[valid].mean():.1f}% of the pixels with depth "
-          "(the scene is static)")
+    print(
+        f"castel (RealSense SR300, 30 frames 640x480 -> {meta['w']}x{meta['h']}): modgs-preprocess {t:.1f} s, "
+        f"{len(c2w)}/30 frames posed ({meta['modgs']['preprocess']['camera']}), camera motion "
+        f"{meta['modgs']['preprocess']['caches']['camera_motion']}"
+    )
+    print(
+        f"  sensor depth -> pose units (metric depth: scale only): {np.median(a):.3f} units/m; per-frame fits spread "
+        f"{100 * a.std() / a.mean():.2f}% (std/mean), range {a.min():.2f}-{a.max():.2f}"
+    )
+    print(
+        f"  camera path {path / np.median(a) * 100:.1f} cm (poses in metres through the depth scale); median depth "
+        f"{med / np.median(a) * 100:.1f} cm; static mask: {100 * static[valid].mean():.1f}% of the pixels with depth "
+        "(the scene is static)"
+    )
 
 
 def main() -> None:

@@ -26,7 +26,21 @@ def main() -> None:
     args = bench_parser(__doc__, "preprocess").parse_args()
     w, env = fresh_work_dir(args.work_dir)
     S, P = w / "synth", w / "preprocessed"
-    sh([BIN / "modgs-synth", "--output-dir", S, "--scene.num-frames", "32", "--scene.width", "240", "--scene.height", "180"], w / "synth.log", env)
+    sh(
+        [
+            BIN / "modgs-synth",
+            "--output-dir",
+            S,
+            "--scene.num-frames",
+            "32",
+            "--scene.width",
+            "240",
+            "--scene.height",
+            "180",
+        ],
+        w / "synth.log",
+        env,
+    )
     ms = json.loads((S / "transforms.json").read_text())
     train = sorted((f for f in ms["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     video = w / "train.mkv"
@@ -37,7 +51,9 @@ def main() -> None:
         vw.write(cv2.imread(str(S / f["file_path"])))
         shutil.copy(S / f["depth_prior_path"], prior / Path(f["depth_prior_path"]).name)
     vw.release()
-    t_pre = sh([BIN / "modgs-preprocess", "--video", video, "--output-dir", P, "--depth-dir", prior], w / "preprocess.log", env)
+    t_pre = sh(
+        [BIN / "modgs-preprocess", "--video", video, "--output-dir", P, "--depth-dir", prior], w / "preprocess.log", env
+    )
     add_held_out(S, P)
     rows = {}
     for name, scene in (("generator's scene", S), ("modgs-preprocess scene", P)):

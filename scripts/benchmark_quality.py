@@ -48,7 +48,12 @@ VARIANTS = {  # name, with stage 1, extra ns-train arguments, oracle scene
     "b": ("no 3D-aware init", False, [], None),
     "c": ("Pearson depth loss", True, ["--pipeline.model.depth-loss", "pearson"], None),
     "d": ("deformable GS (no init, no depth loss)", False, ["--pipeline.model.depth-loss", "none"], None),
-    "e": ("static Gaussians", False, ["--pipeline.model.depth-loss", "none", "--pipeline.model.static-scene", "True"], None),
+    "e": (
+        "static Gaussians",
+        False,
+        ["--pipeline.model.depth-loss", "none", "--pipeline.model.static-scene", "True"],
+        None,
+    ),
     "A": ("oracle: GT depth as the prior", True, [], "gt_depth"),
     "F": ("oracle: GT correspondences", True, [], "gt_flow"),
 }
@@ -108,35 +113,96 @@ def main() -> None:
         synth_args, size = SCENES[scene]
         frames, width, height = size or (args.frames, args.width, args.height)
         if not (sdir / "transforms.json").exists():
-            run([str(BIN / "modgs-synth"), "--output-dir", str(sdir), "--overwrite", "--scene.num-frames", str(frames),
-                 "--scene.width", str(width), "--scene.height", str(height), *synth_args], args.work_dir / f"{scene}_synth.log", env)
+            run(
+                [
+                    str(BIN / "modgs-synth"),
+                    "--output-dir",
+                    str(sdir),
+                    "--overwrite",
+                    "--scene.num-frames",
+                    str(frames),
+                    "--scene.width",
+                    str(width),
+                    "--scene.height",
+                    str(height),
+                    *synth_args,
+                ],
+                args.work_dir / f"{scene}_synth.log",
+                env,
+            )
         for v in args.variants:
             name, with_stage1, extra, oracle = VARIANTS[v]
             n1 = args.stage1_steps if with_stage1 else 0
             runs = args.work_dir / scene / "runs"
             shutil.rmtree(runs / v, ignore_errors=True)
             data = oracle_scene(sdir, oracle) if oracle else sdir
-            cmd = [str(BIN / "ns-train"), "modgs-cpu", "--data", str(data), "--output-dir", str(runs), "--experiment-name", v,
-                   "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", str(n1 + args.stage2_steps),
-                   "--pipeline.model.stage1-steps", str(n1), *extra]
+            cmd = [
+                str(BIN / "ns-train"),
+                "modgs-cpu",
+                "--data",
+                str(data),
+                "--output-dir",
+                str(runs),
+                "--experiment-name",
+                v,
+                "--timestamp",
+                "run",
+                "--vis",
+                "tensorboard",
+                "--max-num-iterations",
+                str(n1 + args.stage2_steps),
+                "--pipeline.model.stage1-steps",
+                str(n1),
+                *extra,
+            ]
             print(f"[{scene}/{v}] training: {name}", flush=True)
             t_train = run(cmd, args.work_dir / scene / f"{v}_train.log", env)
             config = runs / v / "modgs-cpu" / "run" / "config.yml"
             out_dir = args.work_dir / scene / f"{v}_eval"
-            run([str(BIN / "modgs-eval"), "--load-config", str(config), "--output-dir", str(out_dir), "--scale-method", "metric-depth",
-                 "--grid-every", "16"], args.work_dir / scene / f"{v}_eval.log", env)
+            run(
+                [
+                    str(BIN / "modgs-eval"),
+                    "--load-config",
+                    str(config),
+                    "--output-dir",
+                    str(out_dir),
+                    "--scale-method",
+                    "metric-depth",
+                    "--grid-every",
+                    "16",
+                ],
+                args.work_dir / scene / f"{v}_eval.log",
+                env,
+            )
             m = json.loads((out_dir / "metrics.json").read_text())
             tv = {f"train_{k}": x for k, x in m.get("training_views", {}).get("mean", {}).items()}
-            stage1 = [ln for ln in (args.work_dir / scene / f"{v}_train.log").read_text(errors="replace").splitlines() if "stage 1 result" in ln]
-            row = {"scene": scene, "variant": v, "name": name, "train_s": t_train, "scale": m["test_camera_scale"], **m["mean"], **tv,
-                   "stage1": stage1[-1].split("pairs):")[-1].strip() if stage1 else None}
+            stage1 = [
+                ln
+                for ln in (args.work_dir / scene / f"{v}_train.log").read_text(errors="replace").splitlines()
+                if "stage 1 result" in ln
+            ]
+            row = {
+                "scene": scene,
+                "variant": v,
+                "name": name,
+                "train_s": t_train,
+                "scale": m["test_camera_scale"],
+                **m["mean"],
+                **tv,
+                "stage1": stage1[-1].split("pairs):")[-1].strip() if stage1 else None,
+            }
             results.append(row)
             g = lambda k: row.get(k) if row.get(k) is not None else float("nan")  # noqa: E731
-            print(f"[{scene}/{v}] PSNR {g('psnr'):.2f} (copy {g('copy_psnr'):.2f}) dynamic {g('psnr_dynamic'):.2f} (copy "
-                  f"{g('copy_psnr_dynamic'):.2f}) covisible {g('psnr_covisible'):.2f} (copy {g('copy_psnr_covisible'):.2f}); training "
-                  f"views moving {g('train_psnr_moving'):.2f} background {g('train_psnr_background'):.2f}; train {t_train:.0f} s", flush=True)
+            print(
+                f"[{scene}/{v}] PSNR {g('psnr'):.2f} (copy {g('copy_psnr'):.2f}) dynamic {g('psnr_dynamic'):.2f} (copy "
+                f"{g('copy_psnr_dynamic'):.2f}) covisible {g('psnr_covisible'):.2f} (copy {g('copy_psnr_covisible'):.2f}); training "
+                f"views moving {g('train_psnr_moving'):.2f} background {g('train_psnr_background'):.2f}; train {t_train:.0f} s",
+                flush=True,
+            )
             (args.output.with_suffix(".json")).parent.mkdir(parents=True, exist_ok=True)
-            args.output.with_suffix(".json").write_text(json.dumps({"args": {k: str(x) for k, x in vars(args).items()}, "results": results}, indent=1))
+            args.output.with_suffix(".json").write_text(
+                json.dumps({"args": {k: str(x) for k, x in vars(args).items()}, "results": results}, indent=1)
+            )
     write_table(args, results)
 
 
@@ -162,11 +228,18 @@ def write_table(args, results: list[dict]) -> None:
             f"{f(r.get('psnr_dynamic'))} ({f(r.get('copy_psnr_dynamic'))}) | {f(r.get('psnr_covisible'))} ({f(r.get('copy_psnr_covisible'))}) | "
             f"{f(r.get('train_psnr_moving'))} / {f(r.get('train_psnr_background'))} | {r['train_s']:.0f} s |"
         )
-    lines += ["", "Stage-1 fit on held-out pairs (median 3D error as % of the scene extent and pixels, against identity):", ""]
+    lines += [
+        "",
+        "Stage-1 fit on held-out pairs (median 3D error as % of the scene extent and pixels, against identity):",
+        "",
+    ]
     lines += [f"- {r['scene']} {r['variant']}: {r['stage1']}" for r in results if r.get("stage1")]
     if any(r.get("lpips_alex") is not None for r in results):
         lines += ["", "| scene | variant | LPIPS-alex | LPIPS-vgg |", "|---|---|---|---|"]
-        lines += [f"| {r['scene']} | {r['variant']} | {f(r.get('lpips_alex'), 3)} | {f(r.get('lpips_vgg'), 3)} |" for r in results]
+        lines += [
+            f"| {r['scene']} | {r['variant']} | {f(r.get('lpips_alex'), 3)} | {f(r.get('lpips_vgg'), 3)} |"
+            for r in results
+        ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

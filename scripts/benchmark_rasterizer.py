@@ -49,7 +49,9 @@ def dense_rasterize(means, quats, scales, opac, colors, viewmat, K, width, heigh
 
     from modgs_ns.model.rasterize_torch import project, quat_scale_to_covar
 
-    m2d, con, depth, radii = project(means, quat_scale_to_covar(quats, scales), viewmat[0], K[0], width, height, 0.01, 1e10)
+    m2d, con, depth, radii = project(
+        means, quat_scale_to_covar(quats, scales), viewmat[0], K[0], width, height, 0.01, 1e10
+    )
     keep = radii > 0
     order = torch.argsort(depth[keep])
     m2d, con, o = m2d[keep][order], con[keep][order], opac[keep][order]
@@ -80,7 +82,9 @@ def run_one(backend: str, n: int, width: int, height: int, repeats: int) -> dict
     def forward():
         if backend == "dense":
             return dense_rasterize(*params, scene[5], scene[6], width, height)
-        render, alpha, _ = rasterization(*params, scene[5], scene[6], width, height, render_mode="RGB+D", cpu_backend=backend)
+        render, alpha, _ = rasterization(
+            *params, scene[5], scene[6], width, height, render_mode="RGB+D", cpu_backend=backend
+        )
         return render, alpha
 
     def fwd_bwd():
@@ -104,9 +108,14 @@ def run_one(backend: str, n: int, width: int, height: int, repeats: int) -> dict
         t_all.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "backend": backend, "n": n, "width": width, "height": height,
-        "fwd_s": statistics.median(t_fwd), "fwd_bwd_s": statistics.median(t_all),
-        "peak_mb": max(0.0, (peak - base) / 1024.0), "threads": torch.get_num_threads(),
+        "backend": backend,
+        "n": n,
+        "width": width,
+        "height": height,
+        "fwd_s": statistics.median(t_fwd),
+        "fwd_bwd_s": statistics.median(t_all),
+        "peak_mb": max(0.0, (peak - base) / 1024.0),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -136,7 +145,8 @@ def main() -> None:
         reps = args.repeats
         out = subprocess.run(
             [sys.executable, __file__, "--one", f"{b},{n},{w},{h}", "--repeats", str(reps)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if out.returncode != 0:
             why = "killed (out of memory?)" if out.returncode < 0 else (out.stderr.strip().splitlines() or ["?"])[-1]

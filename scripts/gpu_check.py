@@ -106,23 +106,43 @@ def _render(fn: Callable, scene: dict, device: str, render_mode: str, weights: d
     """One forward + backward through a fixed random linear loss; outputs and gradients on the CPU."""
     params = {k: scene[k].detach().to(device).float().requires_grad_(True) for k in PARAMS}
     render, alpha, info = fn(
-        means=params["means"], quats=params["quats"], scales=params["scales"], opacities=params["opacities"],
-        colors=params["colors"], viewmats=scene["viewmats"].to(device), Ks=scene["Ks"].to(device),
-        width=scene["width"], height=scene["height"], render_mode=render_mode,
+        means=params["means"],
+        quats=params["quats"],
+        scales=params["scales"],
+        opacities=params["opacities"],
+        colors=params["colors"],
+        viewmats=scene["viewmats"].to(device),
+        Ks=scene["Ks"].to(device),
+        width=scene["width"],
+        height=scene["height"],
+        render_mode=render_mode,
     )
     info["means2d"].retain_grad()
-    loss = (render * weights["render"].to(device)[..., : render.shape[-1]]).sum() + (alpha * weights["alpha"].to(device)).sum()
+    loss = (render * weights["render"].to(device)[..., : render.shape[-1]]).sum() + (
+        alpha * weights["alpha"].to(device)
+    ).sum()
     loss.backward()
-    out = {"image": render[..., :3], "alpha": alpha, "means2d": info["means2d"], "radii": info["radii"],
-           "means2d_grad": info["means2d"].grad}
+    out = {
+        "image": render[..., :3],
+        "alpha": alpha,
+        "means2d": info["means2d"],
+        "radii": info["radii"],
+        "means2d_grad": info["means2d"].grad,
+    }
     if render.shape[-1] > 3:
         out["depth"] = render[..., 3:4]
     out.update({f"grad_{k}": p.grad for k, p in params.items()})
     return {k: v.detach().cpu() for k, v in out.items()}
 
 
-def compare_rasterizers(fn_test: Callable, device_test: str, fn_ref: Callable, scene: dict,
-                        tol: Tolerance = Tolerance(), render_modes=("RGB+D", "RGB+ED")) -> list[dict]:
+def compare_rasterizers(
+    fn_test: Callable,
+    device_test: str,
+    fn_ref: Callable,
+    scene: dict,
+    tol: Tolerance = Tolerance(),
+    render_modes=("RGB+D", "RGB+ED"),
+) -> list[dict]:
     """Rows {quantity, max_err, measure, ok} comparing `fn_test` on `device_test` with `fn_ref` on the CPU.
 
     Gaussians that either path culls (radius 0) have no gradient on that path; means2d and its
@@ -141,27 +161,57 @@ def compare_rasterizers(fn_test: Callable, device_test: str, fn_ref: Callable, s
             err = (a[key] - b[key]).abs()
             scale = 1.0 if key != "depth" else float(b[key].abs().max().clamp_min(1.0))
             frac = float((err > tol.atol * scale).float().mean())
-            rows.append({"quantity": f"{mode} {key}", "max_err": float(err.max()), "measure": f"{frac:.1e} of px > {tol.atol * scale:.1e}",
-                         "ok": frac <= tol.outlier_fraction})
+            rows.append(
+                {
+                    "quantity": f"{mode} {key}",
+                    "max_err": float(err.max()),
+                    "measure": f"{frac:.1e} of px > {tol.atol * scale:.1e}",
+                    "ok": frac <= tol.outlier_fraction,
+                }
+            )
         radii_frac = float((a["radii"] != b["radii"]).float().mean())
-        rows.append({"quantity": f"{mode} radii", "max_err": float((a["radii"] - b["radii"]).abs().max()),
-                     "measure": f"{radii_frac:.1e} differ", "ok": radii_frac <= tol.radii_fraction})
+        rows.append(
+            {
+                "quantity": f"{mode} radii",
+                "max_err": float((a["radii"] - b["radii"]).abs().max()),
+                "measure": f"{radii_frac:.1e} differ",
+                "ok": radii_frac <= tol.radii_fraction,
+            }
+        )
         err = (a["means2d"] - b["means2d"])[both].abs()
-        rows.append({"quantity": f"{mode} means2d", "max_err": float(err.max()) if err.numel() else 0.0, "measure": "px",
-                     "ok": err.numel() == 0 or float(err.max()) < 1e-2})
+        rows.append(
+            {
+                "quantity": f"{mode} means2d",
+                "max_err": float(err.max()) if err.numel() else 0.0,
+                "measure": "px",
+                "ok": err.numel() == 0 or float(err.max()) < 1e-2,
+            }
+        )
         for key in ("means2d_grad", *[f"grad_{k}" for k in PARAMS]):
             ga, gb = a[key], b[key]
             if key == "means2d_grad":
                 ga, gb = ga[both], gb[both]
             rel = float((ga - gb).norm() / gb.norm().clamp_min(1e-12))
-            rows.append({"quantity": f"{mode} {key}", "max_err": float((ga - gb).abs().max()), "measure": f"rel {rel:.1e}",
-                         "ok": rel <= tol.grad_rel})
+            rows.append(
+                {
+                    "quantity": f"{mode} {key}",
+                    "max_err": float((ga - gb).abs().max()),
+                    "measure": f"rel {rel:.1e}",
+                    "ok": rel <= tol.grad_rel,
+                }
+            )
     return rows
 
 
 # ----------------------------------------------------------------------------- training loop
-def training_loop(device: str, render_fn: Callable = rasterization, stage1_steps: int = 300, stage2_steps: int = 30,
-                  width: int = 96, height: int = 72) -> list[dict]:
+def training_loop(
+    device: str,
+    render_fn: Callable = rasterization,
+    stage1_steps: int = 300,
+    stage2_steps: int = 30,
+    width: int = 96,
+    height: int = 72,
+) -> list[dict]:
     """Stage 1 on a known motion (a block of points in front translating 0.4 units over t in [0,1]
     while the rest stays), then stage-2 steps that render the deformed Gaussians against a target image
     rendered with the true motion. Rows: the losses before and after each stage."""
@@ -182,8 +232,18 @@ def training_loop(device: str, render_fn: Callable = rasterization, stage1_steps
 
     def stage1_error():
         with torch.no_grad():
-            return float(np.mean([flow3d_loss(deform.from_canonical(deform.to_canonical(truth(pts, a), a), b), truth(pts, b),
-                                              deform.scale).item() for a in times for b in times if a != b]))
+            return float(
+                np.mean(
+                    [
+                        flow3d_loss(
+                            deform.from_canonical(deform.to_canonical(truth(pts, a), a), b), truth(pts, b), deform.scale
+                        ).item()
+                        for a in times
+                        for b in times
+                        if a != b
+                    ]
+                )
+            )
 
     rows = [{"quantity": "stage 1 pair MSE (normalized)", "before": stage1_error()}]
     rng = np.random.default_rng(0)
@@ -206,8 +266,18 @@ def training_loop(device: str, render_fn: Callable = rasterization, stage1_steps
     opac = torch.full((n,), 0.8, device=device)
 
     def draw(means, mode="RGB+D"):
-        return render_fn(means=means, quats=quats, scales=scales, opacities=opac, colors=colors, viewmats=view, Ks=K,
-                         width=width, height=height, render_mode=mode)
+        return render_fn(
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=opac,
+            colors=colors,
+            viewmats=view,
+            Ks=K,
+            width=width,
+            height=height,
+            render_mode=mode,
+        )
 
     with torch.no_grad():
         targets = {t: draw(truth(pts, t))[0] for t in times}
@@ -219,7 +289,9 @@ def training_loop(device: str, render_fn: Callable = rasterization, stage1_steps
         render, alpha, _ = draw(deform.from_canonical(means, t))
         tgt = targets[t]
         valid = tgt[0, ..., 3] > 0
-        return (render[..., :3] - tgt[..., :3]).abs().mean() + 0.1 * ordinal_depth_loss(render[0, ..., 3], tgt[0, ..., 3], valid, 20000)
+        return (render[..., :3] - tgt[..., :3]).abs().mean() + 0.1 * ordinal_depth_loss(
+            render[0, ..., 3], tgt[0, ..., 3], valid, 20000
+        )
 
     with torch.no_grad():
         before = float(np.mean([stage2_loss(t).item() for t in times]))
@@ -246,8 +318,14 @@ def time_forward_backward(fn: Callable, n: int, width: int, height: int, device:
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        render, alpha, info = fn(**params, viewmats=scene["viewmats"].to(device), Ks=scene["Ks"].to(device), width=width,
-                                 height=height, render_mode="RGB+D")
+        render, alpha, info = fn(
+            **params,
+            viewmats=scene["viewmats"].to(device),
+            Ks=scene["Ks"].to(device),
+            width=width,
+            height=height,
+            render_mode="RGB+D",
+        )
         (render.sum() + alpha.sum()).backward()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -263,8 +341,13 @@ def print_parity(title: str, rows: list[dict]) -> None:
         print(f"| {r['quantity']} | {r['max_err']:.2e} | {r['measure']} | {'yes' if r['ok'] else '**NO**'} |")
 
 
-def run_all(device: str, test_fn: Callable = rasterization, ref_fn: Callable = rasterization, quick: bool = False,
-            timing_sizes: Optional[list] = None) -> bool:
+def run_all(
+    device: str,
+    test_fn: Callable = rasterization,
+    ref_fn: Callable = rasterization,
+    quick: bool = False,
+    timing_sizes: Optional[list] = None,
+) -> bool:
     ok = True
     scenes = {
         "random 2k Gaussians, 160x120": random_scene(2000, 160, 120),
@@ -281,12 +364,16 @@ def run_all(device: str, test_fn: Callable = rasterization, ref_fn: Callable = r
         print(f"| {r['quantity']} | {r['before']:.3e} | {r['after']:.3e} | {'yes' if r['ok'] else '**NO**'} |")
     ok &= all(r["ok"] for r in rows)
     if timing_sizes is None:
-        timing_sizes = [(50000, 480, 270), (200000, 480, 270)] + ([] if quick else [(50000, 1920, 1080), (200000, 1920, 1080)])
+        timing_sizes = [(50000, 480, 270), (200000, 480, 270)] + (
+            [] if quick else [(50000, 1920, 1080), (200000, 1920, 1080)]
+        )
     if timing_sizes:
         print(f"\n### forward + backward on {device} (median of 5)\n\n| Gaussians | image | seconds |\n|---|---|---|")
         for n, w, h in timing_sizes:
             print(f"| {n} | {w}x{h} | {time_forward_backward(test_fn, n, w, h, device):.4f} |")
-    print(f"\ngpu_check: {'PASS' if ok else 'FAIL: a parity error beyond float32 tolerance or a loss that did not fall'}")
+    print(
+        f"\ngpu_check: {'PASS' if ok else 'FAIL: a parity error beyond float32 tolerance or a loss that did not fall'}"
+    )
     return ok
 
 
@@ -295,7 +382,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller scenes and no 1080p timing")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("gpu_check: error: no CUDA device (this check compares gsplat on a GPU with the CPU path)", file=sys.stderr)
+        print(
+            "gpu_check: error: no CUDA device (this check compares gsplat on a GPU with the CPU path)", file=sys.stderr
+        )
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False  # parity in float32, not TF32
     torch.backends.cudnn.allow_tf32 = False

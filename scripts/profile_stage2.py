@@ -52,8 +52,10 @@ def main() -> None:
             parts["whole step fwd+bwd"] += t3 - t2
     whole = parts["whole step fwd+bwd"] / args.steps
     deform = parts["deformation fwd+bwd"] / args.steps
-    print(f"{n} Gaussians, {int(data.cameras.width[0])}x{int(data.cameras.height[0])}, {torch.get_num_threads()} threads, "
-          f"mean of {args.steps} steps")
+    print(
+        f"{n} Gaussians, {int(data.cameras.width[0])}x{int(data.cameras.height[0])}, {torch.get_num_threads()} threads, "
+        f"mean of {args.steps} steps"
+    )
     print(f"  whole stage-2 step (outputs + losses + backward): {1000 * whole:.0f} ms")
     print(f"  deformation of all means, forward + backward:     {1000 * deform:.0f} ms ({100 * deform / whole:.0f}%)")
     print(f"  the rest (rasterization, SSIM, ordinal loss, ...): {1000 * (whole - deform):.0f} ms")

@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
 ]
 
 
@@ -86,9 +93,18 @@ def main() -> None:
     port = free_port()
     env = dict(os.environ, TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
     viewer = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(args.load_config),
-         "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        [
+            str(Path(sys.executable).parent / "ns-viewer"),
+            "--load-config",
+            str(args.load_config),
+            "--viewer.websocket-host",
+            "127.0.0.1",
+            "--viewer.websocket-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     profile = Path(tempfile.mkdtemp(prefix="modgs-chromium-"))
     shots = []
@@ -96,7 +112,10 @@ def main() -> None:
         wait_port(port, viewer, 180)
         with sync_playwright() as p:
             ctx = p.chromium.launch_persistent_context(
-                str(profile), executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS,
+                str(profile),
+                executable_path=chromium_path(),
+                headless=True,
+                args=CHROMIUM_ARGS,
                 viewport={"width": 1280, "height": 800},
             )
             page = ctx.new_page()

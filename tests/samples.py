@@ -103,7 +103,8 @@ def castel() -> CastelSequence:
     return CastelSequence(
         images=sorted(frames.glob("image_*.p[gn]m")) + sorted(frames.glob("image_*.png")),
         depth=sorted(frames.glob("depth_image_*.bin")),
-        K_color=camera(root / "chateau.xml"), K_depth=camera(root / "chateau_depth.xml"),
+        K_color=camera(root / "chateau.xml"),
+        K_depth=camera(root / "chateau_depth.xml"),
         color_from_depth=np.linalg.inv(depth_M_color),
     )
 

@@ -19,7 +19,11 @@ from modgs_ns.synth.generate import SynthConfig, generate_scene
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp") / "scene"
-    generate_scene(SynthConfig(num_frames=6, width=48, height=36, supersample=1, num_seed_points=200, val_every=3), root, progress=False)
+    generate_scene(
+        SynthConfig(num_frames=6, width=48, height=36, supersample=1, num_seed_points=200, val_every=3),
+        root,
+        progress=False,
+    )
     return root
 
 
@@ -58,7 +62,9 @@ def test_times_follow_file_names_not_frame_order(scene, tmp_path):
 
 def test_seed_points_and_dataset_depth_prior(scene):
     out = parse(scene, "train")
-    assert out.metadata["points3D_xyz"].shape[1] == 3 and len(out.metadata["points3D_rgb"]) == len(out.metadata["points3D_xyz"])
+    assert out.metadata["points3D_xyz"].shape[1] == 3 and len(out.metadata["points3D_rgb"]) == len(
+        out.metadata["points3D_xyz"]
+    )
     ds = ModgsDataset(out)
     item = ds[2]
     prior = np.load(out.metadata["depth_prior_filenames"][2])

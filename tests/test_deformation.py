@@ -71,14 +71,29 @@ class RigidPairs:
         i = int(torch.randint(0, self.T, (1,), generator=self.g))
         j = min(self.T - 1, max(0, i + int(torch.randint(-8, 9, (1,), generator=self.g))))
         idx = torch.randint(0, len(self.x0), (max_points,), generator=self.g)
-        return {"x": self.frames[i][idx], "y": self.frames[j][idx], "t_src": float(self.times[i]), "t_tgt": float(self.times[j])}
+        return {
+            "x": self.frames[i][idx],
+            "y": self.frames[j][idx],
+            "t_src": float(self.times[i]),
+            "t_tgt": float(self.times[j]),
+        }
 
 
 def test_stage1_recovers_a_rigid_motion():
-    cfg = ModgsModelConfig(stage1_points=1024, deform_feature_dims=64, deform_proj_dims=64, deform_hidden=(64, 64), deform_gabor_hidden=64,
-                           stage1_eval_every=0)
-    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1, metadata={},
-                      seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)))
+    cfg = ModgsModelConfig(
+        stage1_points=1024,
+        deform_feature_dims=64,
+        deform_proj_dims=64,
+        deform_hidden=(64, 64),
+        deform_gabor_hidden=64,
+        stage1_eval_every=0,
+    )
+    model = cfg.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
+        num_train_data=1,
+        metadata={},
+        seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)),
+    )
     pairs = RigidPairs()
     model._correspondences = pairs
     lo, hi = pairs.bbox()
@@ -115,7 +130,9 @@ class FastObjectPairs(RigidPairs):
         wall = torch.rand(6000, 3, generator=g) * torch.tensor([4.0, 3.0, 0.0]) - torch.tensor([2.0, 1.5, 5.0])
         self.obj0 = (torch.rand(3000, 3, generator=g) - 0.5) * 0.5
         self.frames = [torch.cat([wall, self.object_at(float(t))]) for t in self.times]
-        self.moving = torch.cat([torch.zeros(len(wall), dtype=torch.bool), torch.ones(len(self.obj0), dtype=torch.bool)])
+        self.moving = torch.cat(
+            [torch.zeros(len(wall), dtype=torch.bool), torch.ones(len(self.obj0), dtype=torch.bool)]
+        )
         self.T, self.g = T, g
 
     def object_at(self, t):
@@ -134,7 +151,12 @@ class FastObjectPairs(RigidPairs):
         j = min(self.T - 1, max(0, i + int(torch.randint(-8, 9, (1,), generator=self.g))))
         rng = np.random.default_rng([seed, step])
         idx = _balanced_subset(torch.arange(len(self.moving)), self.moving, max_points, moving_fraction, rng)
-        return {"x": self.frames[i][idx], "y": self.frames[j][idx], "t_src": float(self.times[i]), "t_tgt": float(self.times[j])}
+        return {
+            "x": self.frames[i][idx],
+            "y": self.frames[j][idx],
+            "t_src": float(self.times[i]),
+            "t_tgt": float(self.times[j]),
+        }
 
 
 def test_stage1_recovers_a_fast_turning_object_with_the_cpu_preset():
@@ -148,8 +170,12 @@ def test_stage1_recovers_a_fast_turning_object_with_the_cpu_preset():
     trainer = modgs_cpu_method.config
     cfg = trainer.pipeline.model
     cfg.stage1_eval_every = 0
-    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1, metadata={},
-                      seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)))
+    model = cfg.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
+        num_train_data=1,
+        metadata={},
+        seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)),
+    )
     pairs = FastObjectPairs()
     assert 13 < pairs.pixels_per_frame() < 17
     model._correspondences = pairs
@@ -179,7 +205,10 @@ def test_stage1_recovers_a_fast_turning_object_with_the_cpu_preset():
     with torch.no_grad():
         for i, j in [(0, 8), (5, 13), (12, 20), (23, 15), (3, 0), (10, 11)]:
             d = model.deform
-            err = (d.from_canonical(d.to_canonical(pairs.frames[i], float(pairs.times[i])), float(pairs.times[j])) - pairs.frames[j]).norm(dim=-1)
+            err = (
+                d.from_canonical(d.to_canonical(pairs.frames[i], float(pairs.times[i])), float(pairs.times[j]))
+                - pairs.frames[j]
+            ).norm(dim=-1)
             moving.append(float(err[pairs.moving].median()))
             still.append(float(err[~pairs.moving].median()))
             identity.append(float((pairs.frames[i] - pairs.frames[j]).norm(dim=-1)[pairs.moving].median()))

@@ -40,7 +40,9 @@ def test_ssim_identical_and_constant_images():
     x, y, c1 = 0.6, 0.4, 0.01**2
     interior = torch.zeros(40, 48, dtype=torch.bool)
     interior[5:-5, 5:-5] = True
-    got = ssim(torch.full((40, 48, 3), x, dtype=torch.float64), torch.full((40, 48, 3), y, dtype=torch.float64), interior)
+    got = ssim(
+        torch.full((40, 48, 3), x, dtype=torch.float64), torch.full((40, 48, 3), y, dtype=torch.float64), interior
+    )
     assert abs(got - (2 * x * y + c1) / (x * x + y * y + c1)) < 1e-9
 
 
@@ -57,7 +59,10 @@ def test_modgs_protocol_masks_both_images_by_alpha():
 
 
 def test_mean_ignores_empty_masks_and_skipped_columns():
-    rows = [{"psnr": 10.0, "psnr_dynamic": float("nan"), "lpips_alex": None}, {"psnr": 20.0, "psnr_dynamic": 30.0, "lpips_alex": None}]
+    rows = [
+        {"psnr": 10.0, "psnr_dynamic": float("nan"), "lpips_alex": None},
+        {"psnr": 20.0, "psnr_dynamic": 30.0, "lpips_alex": None},
+    ]
     m = mean_metrics(rows)
     assert m["psnr"] == 15.0 and m["psnr_dynamic"] == 30.0 and m["lpips_alex"] is None
 
@@ -84,7 +89,9 @@ def test_lpips_loads_a_local_checkpoint(tmp_path, monkeypatch):
 
 def _rel_pose(rng):
     ang = rng.uniform(-0.3, 0.3, 3)
-    R = torch.linalg.matrix_exp(torch.tensor([[0, -ang[2], ang[1]], [ang[2], 0, -ang[0]], [-ang[1], ang[0], 0]])).numpy()
+    R = torch.linalg.matrix_exp(
+        torch.tensor([[0, -ang[2], ang[1]], [ang[2], 0, -ang[0]], [-ang[1], ang[0], 0]])
+    ).numpy()
     rel = np.eye(4)
     rel[:3, :3], rel[:3, 3] = R, rng.uniform(-1, 1, 3)
     return rel
@@ -148,7 +155,9 @@ def test_scale_solved_on_a_generated_scene(tmp_path_factory, method):
 
     root = tmp_path_factory.getbasetemp() / "scale_scene"
     if not (root / "transforms.json").exists():
-        generate_scene(SynthConfig(num_frames=8, width=160, height=120, supersample=1, num_seed_points=200), root, progress=False)
+        generate_scene(
+            SynthConfig(num_frames=8, width=160, height=120, supersample=1, num_seed_points=200), root, progress=False
+        )
     ensure_caches(root, progress=False)  # what ModgsPipeline does before the dataparser reads them
     parser = ModgsDataParserConfig(data=root, test_camera_scale_method="metric-depth").setup()
     parser.get_dataparser_outputs("test")

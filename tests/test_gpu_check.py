@@ -24,12 +24,43 @@ def gpu_check():
     return mod
 
 
-def fake_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=0.01, far_plane=1e10,
-                sh_degree=None, backgrounds=None, render_mode="RGB", packed=False, absgrad=False, rasterize_mode="classic"):
+def fake_gsplat(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane=0.01,
+    far_plane=1e10,
+    sh_degree=None,
+    backgrounds=None,
+    render_mode="RGB",
+    packed=False,
+    absgrad=False,
+    rasterize_mode="classic",
+):
     """gsplat.rendering.rasterization's signature, computed by our PyTorch path."""
-    return rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
-                               far_plane=far_plane, sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
-                               composite=rasterize_image)
+    return rasterization_torch(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        sh_degree=sh_degree,
+        backgrounds=backgrounds,
+        render_mode=render_mode,
+        composite=rasterize_image,
+    )
 
 
 def shifted_gsplat(means, **kw):
@@ -43,15 +74,28 @@ def shifted_gsplat(means, **kw):
 def test_fake_backend_matches_the_cpu_path(gpu_check, scene_name):
     from modgs_ns.model.rasterize import rasterization
 
-    scene = gpu_check.random_scene(1500, 96, 64) if scene_name == "random" else gpu_check.generated_scene(96, 72, stride=2)
+    scene = (
+        gpu_check.random_scene(1500, 96, 64) if scene_name == "random" else gpu_check.generated_scene(96, 72, stride=2)
+    )
     rows = gpu_check.compare_rasterizers(fake_gsplat, "cpu", rasterization, scene)
     bad = [r for r in rows if not r["ok"]]
     assert not bad, bad
     quantities = {r["quantity"] for r in rows}
     # Every quantity the issue names is compared, in both depth modes.
     for mode in ("RGB+D", "RGB+ED"):
-        for q in ("image", "depth", "alpha", "radii", "means2d", "means2d_grad", "grad_means", "grad_quats", "grad_scales",
-                  "grad_opacities", "grad_colors"):
+        for q in (
+            "image",
+            "depth",
+            "alpha",
+            "radii",
+            "means2d",
+            "means2d_grad",
+            "grad_means",
+            "grad_quats",
+            "grad_scales",
+            "grad_opacities",
+            "grad_colors",
+        ):
             assert f"{mode} {q}" in quantities
 
 
@@ -75,5 +119,7 @@ def test_script_refuses_without_cuda(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_check.py")], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "no CUDA device" in r.stderr

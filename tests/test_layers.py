@@ -24,7 +24,19 @@ ALLOWED = {
     "eval": {"scene", "data", "model"},
     "render": {"scene", "data", "model"},
     "export": {"scene", "data", "model"},
-    "scripts": {"scene", "synth", "preprocess", "data", "model", "eval", "render", "export", "cli", "configs", "pipeline"},
+    "scripts": {
+        "scene",
+        "synth",
+        "preprocess",
+        "data",
+        "model",
+        "eval",
+        "render",
+        "export",
+        "cli",
+        "configs",
+        "pipeline",
+    },
 }
 
 
@@ -80,3 +92,35 @@ def test_importing_the_package_changes_nothing_global():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "True"
+
+
+CONFIG_SUFFIXES = ("Config", "Args", "Params", "Distortion", "Spiral")
+
+
+def _undocumented_fields(path: Path) -> list:
+    """`Class.field` for every annotated field of a @dataclass not followed by a docstring."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        if not any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+            continue
+        if not node.name.endswith(CONFIG_SUFFIXES):  # data records (FrameSet, Plane, ...) are not options
+            continue
+        body = node.body
+        for i, stmt in enumerate(body):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and not stmt.target.id.startswith("_")
+            ):
+                nxt = body[i + 1] if i + 1 < len(body) else None
+                if not (isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant)):
+                    out.append(f"{path.relative_to(PKG)}: {node.name}.{stmt.target.id}")
+    return out
+
+
+def test_every_config_field_is_documented():
+    # tyro turns these docstrings into each flag's --help text.
+    missing = [m for p in sorted(PKG.rglob("*.py")) for m in _undocumented_fields(p)]
+    assert not missing, "\n".join(missing)

@@ -23,9 +23,14 @@ def test_viewmat_matches_splatfacto():
 
 def make_model(n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
-    xyz = torch.stack([torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g) * 1.5 - 0.75, -3 - torch.rand(n, generator=g)], -1)
+    xyz = torch.stack(
+        [torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g) * 1.5 - 0.75, -3 - torch.rand(n, generator=g)],
+        -1,
+    )
     rgb = (torch.rand(n, 3, generator=g) * 255).to(torch.uint8)
-    model = ModgsModelConfig(deform_feature_dims=32, deform_proj_dims=32, deform_hidden=(32,), deform_gabor_hidden=32).setup(
+    model = ModgsModelConfig(
+        deform_feature_dims=32, deform_proj_dims=32, deform_hidden=(32,), deform_gabor_hidden=32
+    ).setup(
         scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
         num_train_data=4,
         metadata={},
@@ -37,7 +42,12 @@ def make_model(n=400, seed=0):
 def camera(t):
     return Cameras(
         camera_to_worlds=torch.eye(4)[None, :3],
-        fx=40.0, fy=40.0, cx=24.0, cy=18.0, width=48, height=36,
+        fx=40.0,
+        fy=40.0,
+        cx=24.0,
+        cy=18.0,
+        width=48,
+        height=36,
         times=None if t is None else torch.tensor([[t]]),
     )
 
@@ -77,7 +87,9 @@ def test_loss_is_l1_plus_weighted_dssim():
     img = torch.rand(36, 48, 3, generator=torch.Generator().manual_seed(1))
     loss = model.get_loss_dict(out, {"image": img})["main_loss"]
     pred = out["rgb"].detach()
-    ref = (img - pred).abs().mean() + 0.2 * (1 - ssim(img.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None], data_range=1.0))
+    ref = (img - pred).abs().mean() + 0.2 * (
+        1 - ssim(img.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None], data_range=1.0)
+    )
     torch.testing.assert_close(loss.detach(), ref, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert model.means.grad is not None and model.means.grad.abs().sum() > 0

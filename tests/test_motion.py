@@ -27,7 +27,7 @@ def test_chained_translations_add_up_and_invalid_links_propagate():
     out = chain_flows([step, step, step], [ok, bad, ok])
     for k, (flow, valid) in enumerate(out, start=1):
         np.testing.assert_allclose(flow[valid], np.broadcast_to([3.0 * k, 0.0], flow[valid].shape), atol=1e-5)
-        assert not valid[:, w - 3 * k:].any()  # left the image
+        assert not valid[:, w - 3 * k :].any()  # left the image
     v1, v2 = out[0][1], out[1][1]
     # Columns 6-8 land (exactly, at integers) on the second link's bad band 9-11; their neighbours do not.
     assert v1[:, 6:9].all() and not v2[:, 6:9].any() and v2[:, 5].all() and v2[:, 9:20].all()
@@ -67,8 +67,11 @@ def test_stage1_schedule_ends_at_its_final_fraction_whatever_the_length():
 @pytest.fixture(scope="module")
 def hard_scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("hard") / "scene"
-    generate_scene(SynthConfig(num_frames=40, width=160, height=120, objects="hard", test_yaws=(15.0,), num_seed_points=100), root,
-                   progress=False)
+    generate_scene(
+        SynthConfig(num_frames=40, width=160, height=120, objects="hard", test_yaws=(15.0,), num_seed_points=100),
+        root,
+        progress=False,
+    )
     return root, json.loads((root / "transforms.json").read_text())
 
 
@@ -77,8 +80,16 @@ def _gt_flow(root, meta, i, j):
     K = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]])
     params = S.SceneParams(objects="hard")
     a, b = train[i], train[j]
-    return ground_truth_flow(params, a["time"], b["time"], np.array(a["transform_matrix"]), np.array(b["transform_matrix"]), K,
-                             meta["w"], meta["h"])
+    return ground_truth_flow(
+        params,
+        a["time"],
+        b["time"],
+        np.array(a["transform_matrix"]),
+        np.array(b["transform_matrix"]),
+        K,
+        meta["w"],
+        meta["h"],
+    )
 
 
 def test_hard_scene_moves_fast(hard_scene):
@@ -94,8 +105,10 @@ def test_hard_scene_moves_fast(hard_scene):
     assert 4 < np.median(speeds) < 12, speeds
     ids = set()
     for k in (0, 5, 10):
-        _, _, _, obj = S.cast(S.scene_at(k / 39, S.SceneParams(objects="hard")), *[a.reshape(-1, 3) for a in
-                              S.camera_rays(S.orbit_pose(0.0), S.intrinsics(160, 120), 160, 120)[:2]])
+        _, _, _, obj = S.cast(
+            S.scene_at(k / 39, S.SceneParams(objects="hard")),
+            *[a.reshape(-1, 3) for a in S.camera_rays(S.orbit_pose(0.0), S.intrinsics(160, 120), 160, 120)[:2]],
+        )
         ids |= set(np.unique(obj).tolist())
     assert {2, 3, 4, 5} <= ids  # four moving objects in view
 

@@ -36,14 +36,20 @@ def _rot(axis, deg):
 def orbit(tmp_path_factory):
     """A generated scene whose training camera orbits 8 degrees about the scene centre."""
     root = tmp_path_factory.mktemp("orbit")
-    cfg = SynthConfig(num_frames=16, width=240, height=180, supersample=1, camera_motion="orbit", num_seed_points=200,
-                      test_yaws=())
+    cfg = SynthConfig(
+        num_frames=16, width=240, height=180, supersample=1, camera_motion="orbit", num_seed_points=200, test_yaws=()
+    )
     scene = generate_scene(cfg, root / "scene", progress=False)
     meta = json.loads((scene / "transforms.json").read_text())
     train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     K = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]])
     return {
-        "root": root, "scene": scene, "meta": meta, "train": train, "K": K, "cfg": cfg,
+        "root": root,
+        "scene": scene,
+        "meta": meta,
+        "train": train,
+        "K": K,
+        "cfg": cfg,
         "c2w": np.array([f["transform_matrix"] for f in train]),
         "images": [cv2.cvtColor(cv2.imread(str(scene / f["file_path"])), cv2.COLOR_BGR2RGB) for f in train],
         "depth": np.stack([np.load(scene / f["gt_depth_path"]) for f in train]),
@@ -183,7 +189,9 @@ def test_register_depth_of_a_plane_seen_from_a_shifted_colour_camera():
 # ----------------------------------------------------------------------------- modgs-preprocess
 def _cli(args, cwd):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TORCH_COMPILE_DISABLE="1")
-    return subprocess.run([str(BIN / "modgs-preprocess"), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [str(BIN / "modgs-preprocess"), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def _one_line_error(r) -> str:
@@ -209,8 +217,26 @@ def _frames_and_prior(orbit, tmp_path, n=None):
 def test_preprocess_with_structure_from_motion(orbit, tmp_path):
     imgs, prior = _frames_and_prior(orbit, tmp_path)
     fx = orbit["K"][0, 0]
-    r = _cli(["--images", str(imgs), "--depth-dir", str(prior), "--output-dir", str(tmp_path / "out"), "--poses", "colmap",
-              "--fx", str(fx), "--max-side", "0", "--no-diagnostics", "--pairs.points-per-frame", "2000"], tmp_path)
+    r = _cli(
+        [
+            "--images",
+            str(imgs),
+            "--depth-dir",
+            str(prior),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--poses",
+            "colmap",
+            "--fx",
+            str(fx),
+            "--max-side",
+            "0",
+            "--no-diagnostics",
+            "--pairs.points-per-frame",
+            "2000",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
     assert meta["modgs"]["preprocess"]["camera"] == "colmap (pycolmap)"
@@ -223,7 +249,9 @@ def test_preprocess_with_structure_from_motion(orbit, tmp_path):
 def test_preprocess_pose_errors_are_one_line(orbit, tmp_path):
     imgs, prior = _frames_and_prior(orbit, tmp_path, n=2)
     out = tmp_path / "out"
-    r = _cli(["--images", str(imgs), "--depth-dir", str(prior), "--output-dir", str(out), "--poses", "colmap"], tmp_path)
+    r = _cli(
+        ["--images", str(imgs), "--depth-dir", str(prior), "--output-dir", str(out), "--poses", "colmap"], tmp_path
+    )
     assert "at least 3 frames" in _one_line_error(r) and not out.exists()
 
     # A tripod video: structure from motion cannot initialise (no parallax) ...
@@ -235,17 +263,45 @@ def test_preprocess_pose_errors_are_one_line(orbit, tmp_path):
     prior6.mkdir()
     for k in range(6):
         np.save(prior6 / f"f{k:02d}.npy", np.load(orbit["scene"] / orbit["train"][0]["depth_prior_path"]))
-    r = _cli(["--images", str(still), "--depth-dir", str(prior6), "--output-dir", str(out), "--poses", "colmap",
-              "--no-pose-fallback"], tmp_path)
+    r = _cli(
+        [
+            "--images",
+            str(still),
+            "--depth-dir",
+            str(prior6),
+            "--output-dir",
+            str(out),
+            "--poses",
+            "colmap",
+            "--no-pose-fallback",
+        ],
+        tmp_path,
+    )
     assert "structure from motion registered" in _one_line_error(r) and not out.exists()
     # ... and with the fallback, the rotation-only estimate says so and finds no rotation.
-    r = _cli(["--images", str(still), "--depth-dir", str(prior6), "--output-dir", str(out), "--poses", "colmap",
-              "--no-diagnostics", "--pairs.points-per-frame", "500"], tmp_path)
+    r = _cli(
+        [
+            "--images",
+            str(still),
+            "--depth-dir",
+            str(prior6),
+            "--output-dir",
+            str(out),
+            "--poses",
+            "colmap",
+            "--no-diagnostics",
+            "--pairs.points-per-frame",
+            "500",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "falling back to rotation-only poses" in r.stderr
     meta = json.loads((out / "transforms.json").read_text())
     assert meta["modgs"]["preprocess"]["camera"].startswith("rotation-only fallback")
-    np.testing.assert_allclose([f["transform_matrix"] for f in meta["frames"]], np.tile(np.eye(4), (6, 1, 1)), atol=1e-6)
+    np.testing.assert_allclose(
+        [f["transform_matrix"] for f in meta["frames"]], np.tile(np.eye(4), (6, 1, 1)), atol=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -263,9 +319,33 @@ def test_real_rgbd_sequence_castel(tmp_path):
     seq.write_folders(imgs, depth)
     K = seq.K_color
     out = tmp_path / "scene"
-    r = _cli(["--images", str(imgs), "--output-dir", str(out), "--poses", "colmap", "--no-pose-fallback", "--fx", str(K[0, 0]),
-              "--fy", str(K[1, 1]), "--cx", str(K[0, 2]), "--cy", str(K[1, 2]), "--depth-dir", str(depth), "--depth-kind", "metric",
-              "--depth-scale", str(seq.PNG_DEPTH_SCALE), "--no-diagnostics"], tmp_path)
+    r = _cli(
+        [
+            "--images",
+            str(imgs),
+            "--output-dir",
+            str(out),
+            "--poses",
+            "colmap",
+            "--no-pose-fallback",
+            "--fx",
+            str(K[0, 0]),
+            "--fy",
+            str(K[1, 1]),
+            "--cx",
+            str(K[0, 2]),
+            "--cy",
+            str(K[1, 2]),
+            "--depth-dir",
+            str(depth),
+            "--depth-kind",
+            "metric",
+            "--depth-scale",
+            str(seq.PNG_DEPTH_SCALE),
+            "--no-diagnostics",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((out / "transforms.json").read_text())
     assert len(meta["frames"]) == 30 and meta["modgs"]["preprocess"]["caches"]["camera_motion"] == "moving"
@@ -287,7 +367,7 @@ def test_dynamic_masks_follow_the_kept_frames(tmp_path):
     masks.mkdir()
     for k in range(6):
         m = np.zeros((40, 60), np.uint8)
-        m[:, 10 * k: 10 * k + 10] = 255  # frame k: a vertical band at column 10 k
+        m[:, 10 * k : 10 * k + 10] = 255  # frame k: a vertical band at column 10 k
         cv2.imwrite(str(masks / f"m{k:02d}.png"), m)
     out = read_dynamic_masks(masks, {"source_index": [1, 3, 5]}, 30, 20)
     assert len(out) == 3 and all(m.shape == (20, 30) and m.dtype == bool for m in out)
@@ -302,8 +382,17 @@ def test_new_poses_keep_the_depth_prior_and_redo_the_caches(orbit, tmp_path):
     but skips the (with a depth model, slow) depth step."""
     imgs, prior = _frames_and_prior(orbit, tmp_path, n=6)
     out = tmp_path / "out"
-    common = ["--images", str(imgs), "--depth-dir", str(prior), "--output-dir", str(out), "--no-diagnostics",
-              "--pairs.points-per-frame", "500"]
+    common = [
+        "--images",
+        str(imgs),
+        "--depth-dir",
+        str(prior),
+        "--output-dir",
+        str(out),
+        "--no-diagnostics",
+        "--pairs.points-per-frame",
+        "500",
+    ]
     assert _cli(common, tmp_path).returncode == 0
     r = _cli([*common, "--poses", "rotation"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -29,7 +29,9 @@ def synth(tmp_path_factory):
     """A small generated scene, its training frames as an MJPG video, and its prior as a depth folder."""
     root = tmp_path_factory.mktemp("pp")
     scene = root / "scene"
-    generate_scene(SynthConfig(num_frames=12, width=128, height=96, supersample=1, num_seed_points=200), scene, progress=False)
+    generate_scene(
+        SynthConfig(num_frames=12, width=128, height=96, supersample=1, num_seed_points=200), scene, progress=False
+    )
     meta = json.loads((scene / "transforms.json").read_text())
     train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     video = root / "train.avi"
@@ -61,7 +63,9 @@ def test_video_to_scene_trainable_and_rerun_skips(synth, tmp_path):
     assert times[0] == 0.0 and times[-1] == 1.0 and np.all(np.diff(times) > 0)
     assert [f["source_frame_index"] for f in meta["frames"]] == list(range(12))
     # The prior went through untouched (the k-th file for the k-th frame).
-    np.testing.assert_array_equal(np.load(out / "depth_prior/frame_00005.npy"), np.load(synth["depth"] / "train_00005.npy"))
+    np.testing.assert_array_equal(
+        np.load(out / "depth_prior/frame_00005.npy"), np.load(synth["depth"] / "train_00005.npy")
+    )
     for rel in (DEPTH_CACHE, PAIRS_CACHE, "points3d.ply", "diagnostics.png"):
         assert (out / rel).is_file(), rel
     # nerfstudio reads it: every frame trains, times come through.
@@ -76,9 +80,63 @@ def test_video_to_scene_trainable_and_rerun_skips(synth, tmp_path):
     assert (out / PAIRS_CACHE).stat().st_mtime_ns != stamp
 
 
+def test_recorded_pair_parameters_survive_ns_train_and_new_priors_rebuild(synth, tmp_path):
+    from modgs_ns.scene.caches import PairParams
+
+    out = tmp_path / "out"
+    run(
+        PreprocessConfig(
+            output_dir=out,
+            video=synth["video"],
+            depth_dir=synth["depth"],
+            max_side=0,
+            diagnostics=False,
+            pairs=PairParams(window=4, points_per_frame=500),
+        )
+    )
+    assert json.loads((out / "transforms.json").read_text())["modgs"]["pairs"]["window"] == 4
+    stamp = (out / PAIRS_CACHE).stat().st_mtime_ns
+    # ns-train (through ModgsPipeline) trusts the caches preprocessing wrote: same file, window 4.
+    env = dict(os.environ, TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
+    cmd = [
+        str(BIN / "ns-train"),
+        "modgs-cpu",
+        "--data",
+        str(out),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--vis",
+        "tensorboard",
+        "--max-num-iterations",
+        "3",
+        "--pipeline.model.stage1-steps",
+        "2",
+        "--pipeline.model.stage1-eval-every",
+        "0",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / PAIRS_CACHE).stat().st_mtime_ns == stamp and "building flow" not in r.stderr
+    with np.load(out / PAIRS_CACHE) as z:
+        assert np.abs(z["offsets"]).max() == 4
+    # A replaced prior file makes the next ns-train rebuild the caches, still with window 4, saying why.
+    prior = out / "depth_prior/frame_00003.npy"
+    np.save(prior, np.load(prior) * 1.5 + 0.1)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    why = [ln for ln in r.stderr.splitlines() if "building flow" in ln]
+    assert len(why) == 1 and "built from other inputs or parameters" in why[0]
+    with np.load(out / PAIRS_CACHE) as z:
+        assert (out / PAIRS_CACHE).stat().st_mtime_ns != stamp and np.abs(z["offsets"]).max() == 4
+
+
 def test_stride_picks_the_matching_depth_files_and_resizes(synth, tmp_path):
     out = tmp_path / "out"
-    run(PreprocessConfig(output_dir=out, video=synth["video"], depth_dir=synth["depth"], stride=3, max_side=64, diagnostics=False))
+    run(
+        PreprocessConfig(
+            output_dir=out, video=synth["video"], depth_dir=synth["depth"], stride=3, max_side=64, diagnostics=False
+        )
+    )
     meta = json.loads((out / "transforms.json").read_text())
     assert [f["source_frame_index"] for f in meta["frames"]] == [0, 3, 6, 9]
     assert (meta["w"], meta["h"]) == (64, 48)
@@ -100,7 +158,11 @@ def test_nerfstudio_data_input_keeps_poses_and_intrinsics(synth, tmp_path):
         pose[0, 3] += 0.01 * k  # a moving camera
         frames.append({"file_path": f"images/frame_{k + 1:05d}.png", "transform_matrix": pose.tolist()})
     m = synth["meta"]
-    (ns / "transforms.json").write_text(json.dumps({"fl_x": m["fl_x"], "fl_y": m["fl_y"], "cx": m["cx"], "cy": m["cy"], "w": 128, "h": 96, "frames": frames}))
+    (ns / "transforms.json").write_text(
+        json.dumps(
+            {"fl_x": m["fl_x"], "fl_y": m["fl_y"], "cx": m["cx"], "cy": m["cy"], "w": 128, "h": 96, "frames": frames}
+        )
+    )
     depth = _first_depth_files(synth, tmp_path, 6)
     out = tmp_path / "out"
     run(PreprocessConfig(output_dir=out, nerfstudio_data=ns, depth_dir=depth, max_side=64, diagnostics=False))
@@ -124,10 +186,23 @@ def test_image_folder_times_from_fps(synth, tmp_path):
 
 def _cli(args, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TORCH_COMPILE_DISABLE="1")
-    return subprocess.run([str(BIN / "modgs-preprocess"), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    return subprocess.run(
+        [str(BIN / "modgs-preprocess"), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
 
 
-@pytest.mark.parametrize("case", ["unreadable_video", "zero_frames", "missing_depth", "missized_depth", "nonfinite_depth", "unwritable_output", "no_depth"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unreadable_video",
+        "zero_frames",
+        "missing_depth",
+        "missized_depth",
+        "nonfinite_depth",
+        "unwritable_output",
+        "no_depth",
+    ],
+)
 def test_bad_input_is_one_line_error_and_leaves_nothing(synth, tmp_path, case):
     out = tmp_path / "out"
     video, depth = synth["video"], tmp_path / "depth"
@@ -167,24 +242,73 @@ def test_tiny_depth_anything_model_loads_and_runs(tmp_path, synth):
 
     from modgs_ns.preprocess.depth import TransformersDepth
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=14,
-                            image_size=70, out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)
-    cfg = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                              reassemble_hidden_size=32, head_hidden_size=8, depth_estimation_type="relative")
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=14,
+        image_size=70,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        reassemble_hidden_size=32,
+        head_hidden_size=8,
+        depth_estimation_type="relative",
+    )
     model_dir = tmp_path / "tiny-da"
     DepthAnythingForDepthEstimation(cfg).save_pretrained(model_dir)
-    DPTImageProcessor(size={"height": 70, "width": 70}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=False,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(model_dir)
+    DPTImageProcessor(
+        size={"height": 70, "width": 70},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_pad=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(model_dir)
     backend = TransformersDepth(model_dir)
-    assert backend.outputs_disparity and backend.kind == "relative_depth"
+    assert backend.kind == "disparity"  # a "relative" model's output is kept as the disparity it is
     rgb = cv2.cvtColor(cv2.imread(str(synth["scene"] / synth["train"][0]["file_path"])), cv2.COLOR_BGR2RGB)
     d = backend(rgb, 0)
-    assert d.shape == rgb.shape[:2] and np.isfinite(d).all() and (d > 0).all()
+    # Independent expectation: the model's own prediction, resized to the frame, untouched.
+    import torch
+
+    proc = DPTImageProcessor.from_pretrained(model_dir)
+    with torch.no_grad():
+        raw = DepthAnythingForDepthEstimation.from_pretrained(model_dir)(
+            **proc(images=rgb, return_tensors="pt")
+        ).predicted_depth
+    raw = torch.nn.functional.interpolate(raw[:, None], size=rgb.shape[:2], mode="bicubic", align_corners=False)[0, 0]
+    assert d.shape == rgb.shape[:2] and np.isfinite(d).all()
+    np.testing.assert_allclose(d, raw.numpy(), rtol=1e-4, atol=1e-5)
     # Through the CLI on a few frames.
-    r = _cli(["--video", str(synth["video"]), "--output-dir", str(tmp_path / "out"), "--depth-model", str(model_dir),
-              "--max-frames", "4", "--no-diagnostics"], tmp_path)
+    r = _cli(
+        [
+            "--video",
+            str(synth["video"]),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--depth-model",
+            str(model_dir),
+            "--max-frames",
+            "4",
+            "--no-diagnostics",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list((tmp_path / "out" / "depth_prior").glob("*.npy"))) == 4
+    # The disparity route end to end: the kind is recorded, the caches aligned and inverted it.
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    assert meta["modgs"]["depth_prior"]["kind"] == "disparity"
+    assert meta["modgs"]["preprocess"]["caches"]["prior_kind"] == "disparity"
+    with np.load(tmp_path / "out" / DEPTH_CACHE) as z:
+        depth = z["depth"]
+    assert depth.shape[0] == 4 and np.isfinite(depth).all() and (depth >= 0).all() and (depth > 0).mean() > 0.5
     with pytest.raises(PreprocessError, match="huggingface-cli download"):
         TransformersDepth(tmp_path / "missing")
 
@@ -213,8 +337,16 @@ def test_dis_flow_accuracy_against_ground_truth_flow(synth):
     dis = DISFlow("medium")
     epe_all, epe_dyn, warp_err, still_err = [], [], [], []
     for a, b in zip(synth["train"][:-1:2], synth["train"][1::2]):
-        gt, valid = ground_truth_flow(S.SceneParams(), a["time"], b["time"], np.array(a["transform_matrix"]),
-                                      np.array(b["transform_matrix"]), K, 128, 96)
+        gt, valid = ground_truth_flow(
+            S.SceneParams(),
+            a["time"],
+            b["time"],
+            np.array(a["transform_matrix"]),
+            np.array(b["transform_matrix"]),
+            K,
+            128,
+            96,
+        )
         ia, ib = (cv2.imread(str(scene / f["file_path"])).astype(np.float32) for f in (a, b))
         dyn = cv2.imread(str(scene / a["dynamic_mask_path"]), 0) > 127
         epe = np.linalg.norm(dis(ia.astype(np.uint8), ib.astype(np.uint8)) - gt, axis=-1)

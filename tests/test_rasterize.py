@@ -36,7 +36,12 @@ def rasterization(request):
 def make_scene(n=24, seed=0, dtype=torch.float64, width=40, height=32):
     g = torch.Generator().manual_seed(seed)
     means = torch.stack(
-        [torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g) * 1.6 - 0.8, torch.rand(n, generator=g) * 3 + 2], -1
+        [
+            torch.rand(n, generator=g) * 2 - 1,
+            torch.rand(n, generator=g) * 1.6 - 0.8,
+            torch.rand(n, generator=g) * 3 + 2,
+        ],
+        -1,
     ).to(dtype)
     quats = torch.randn(n, 4, generator=g).to(dtype)
     scales = (torch.rand(n, 3, generator=g) * 0.15 + 0.03).to(dtype)
@@ -119,7 +124,9 @@ def test_expected_depth_and_saturation(rasterization):
     opac = torch.tensor([0.99], dtype=torch.float64)
     colors = torch.tensor([[1.0, 0.5, 0.25]], dtype=torch.float64)
     K = torch.tensor([[[20.0, 0, 16], [0, 20.0, 16], [0, 0, 1]]], dtype=torch.float64)
-    render, alpha, _ = rasterization(means, quats, scales, opac, colors, torch.eye(4, dtype=torch.float64)[None], K, 32, 32, render_mode="RGB+ED")
+    render, alpha, _ = rasterization(
+        means, quats, scales, opac, colors, torch.eye(4, dtype=torch.float64)[None], K, 32, 32, render_mode="RGB+ED"
+    )
     m = alpha[0, ..., 0] > 1e-3
     torch.testing.assert_close(render[0, ..., 3][m], torch.full_like(render[0, ..., 3][m], 4.0))
     # Centre pixel: alpha = 0.99 * exp(-sigma) with sigma from the analytic 2D covariance.
@@ -135,7 +142,9 @@ def test_sh_degree_zero_and_view_dependence():
     # Degree 1 against its closed form.
     d = dirs / dirs.norm(dim=-1, keepdim=True)
     c1 = 0.4886025119029199
-    ref = 0.28209479177387814 * coeffs[:, 0] + c1 * (-d[:, 1:2] * coeffs[:, 1] + d[:, 2:3] * coeffs[:, 2] - d[:, 0:1] * coeffs[:, 3])
+    ref = 0.28209479177387814 * coeffs[:, 0] + c1 * (
+        -d[:, 1:2] * coeffs[:, 1] + d[:, 2:3] * coeffs[:, 2] - d[:, 0:1] * coeffs[:, 3]
+    )
     torch.testing.assert_close(eval_sh(1, dirs, coeffs), ref)
 
 
@@ -155,7 +164,9 @@ def test_batched_cameras_equal_single_renders(rasterization):
     means, quats, scales, opac, colors, viewmat, K, W, H = make_scene(dtype=torch.float32)
     v2 = viewmat.clone()
     v2[0, 0, 3] = 0.3
-    both, alpha, info = rasterization(means, quats, scales, opac, colors, torch.cat([viewmat, v2]), K.repeat(2, 1, 1), W, H)
+    both, alpha, info = rasterization(
+        means, quats, scales, opac, colors, torch.cat([viewmat, v2]), K.repeat(2, 1, 1), W, H
+    )
     one, _, _ = rasterization(means, quats, scales, opac, colors, v2, K, W, H)
     torch.testing.assert_close(both[1], one[0])
     assert info["radii"].shape == (2, len(means)) and info["n_cameras"] == 2
@@ -166,22 +177,31 @@ def test_default_strategy_densifies_on_cpu(rasterization):
 
     means, quats, scales, opac, colors, viewmat, K, W, H = make_scene(n=30, dtype=torch.float32)
     params = torch.nn.ParameterDict(
-        {
-            "means": means,
-            "quats": quats,
-            "scales": torch.log(scales),
-            "opacities": torch.logit(opac),
-            "colors": colors,
-        }
+        {"means": means, "quats": quats, "scales": torch.log(scales), "opacities": torch.logit(opac), "colors": colors}
     )
     optimizers = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
-    strategy = DefaultStrategy(refine_start_iter=1, refine_every=2, grow_grad2d=1e-9, reset_every=1000, pause_refine_after_reset=0, verbose=False)
+    strategy = DefaultStrategy(
+        refine_start_iter=1,
+        refine_every=2,
+        grow_grad2d=1e-9,
+        reset_every=1000,
+        pause_refine_after_reset=0,
+        verbose=False,
+    )
     state = strategy.initialize_state()
     target = torch.rand(1, H, W, 3)
     n0 = len(params["means"])
     for step in range(3):
         render, alpha, info = rasterization(
-            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]), params["colors"], viewmat, K, W, H
+            params["means"],
+            params["quats"],
+            torch.exp(params["scales"]),
+            torch.sigmoid(params["opacities"]),
+            params["colors"],
+            viewmat,
+            K,
+            W,
+            H,
         )
         strategy.step_pre_backward(params, optimizers, state, step, info)
         ((render - target) ** 2).mean().backward()
@@ -215,11 +235,21 @@ def _random_scene(n, width, height, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     f = float(width)
     z = torch.rand(n, generator=g) * 4 + 2
-    means = torch.stack([(torch.rand(n, generator=g) - 0.5) * width / f * z, (torch.rand(n, generator=g) - 0.5) * height / f * z, z], -1)
+    means = torch.stack(
+        [(torch.rand(n, generator=g) - 0.5) * width / f * z, (torch.rand(n, generator=g) - 0.5) * height / f * z, z], -1
+    )
     px = torch.exp(torch.rand(n, 1, generator=g) * math.log(16.0))
     scales = px * z[:, None] / f / 3.0 * (0.5 + torch.rand(n, 3, generator=g))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])[None]
-    scene = (means, torch.randn(n, 4, generator=g), scales, torch.rand(n, generator=g) * 0.9 + 0.1, torch.rand(n, 3, generator=g), torch.eye(4)[None], K)
+    scene = (
+        means,
+        torch.randn(n, 4, generator=g),
+        scales,
+        torch.rand(n, generator=g) * 0.9 + 0.1,
+        torch.rand(n, 3, generator=g),
+        torch.eye(4)[None],
+        K,
+    )
     return [t.to(dtype) for t in scene] + [width, height]
 
 
@@ -249,7 +279,9 @@ def test_compiled_matches_pytorch_on_a_dense_scene_float32(compiled):
     out = {}
     for backend in BACKENDS:
         params = [t.clone().requires_grad_(True) for t in scene[:5]]
-        render, alpha, info = rasterize_module.rasterization(*params, *scene[5:], render_mode="RGB+D", cpu_backend=backend)
+        render, alpha, info = rasterize_module.rasterization(
+            *params, *scene[5:], render_mode="RGB+D", cpu_backend=backend
+        )
         ((render * w).sum() + alpha.sum()).backward()
         out[backend] = (render.detach(), alpha.detach(), [p.grad for p in params])
     (r0, a0, g0), (r1, a1, g1) = out["torch"], out["cpp"]
@@ -289,8 +321,17 @@ def test_missing_compiler_falls_back_with_one_warning(tmp_path):
     )
     env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), MODGS_EXTENSIONS_DIR=str(tmp_path / "ext"))
     env.pop("MODGS_CPU_RASTERIZER", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
     lines = [ln for ln in out.stderr.splitlines() if "modgs:" in ln]
-    assert len(lines) == 1 and "compiled CPU rasterizer unavailable" in lines[0] and "using the PyTorch path" in lines[0], out.stderr[-2000:]
+    assert (
+        len(lines) == 1 and "compiled CPU rasterizer unavailable" in lines[0] and "using the PyTorch path" in lines[0]
+    ), out.stderr[-2000:]

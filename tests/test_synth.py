@@ -126,6 +126,8 @@ def test_prior_keeps_order_but_is_not_one_affine_map(small_scene):
     meta = json.loads((root / "transforms.json").read_text())
     train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     gts = [np.load(root / f["gt_depth_path"]).ravel() for f in train]
+    if meta["modgs"]["depth_prior"]["kind"] == "disparity":  # the prior's own space: inverse depth
+        gts = [1.0 / g for g in gts]
     priors = [np.load(root / f["depth_prior_path"]).ravel() for f in train]
     rng = np.random.default_rng(0)
     agree, total = 0, 0

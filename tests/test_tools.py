@@ -32,13 +32,48 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tools")
     scene = root / "scene"
-    generate_scene(SynthConfig(num_frames=10, width=96, height=72, supersample=1, num_seed_points=500, objects="rigid",
-                               motion_amplitude=0.5), scene, progress=False)
+    generate_scene(
+        SynthConfig(
+            num_frames=10,
+            width=96,
+            height=72,
+            supersample=1,
+            num_seed_points=500,
+            objects="rigid",
+            motion_amplitude=0.5,
+        ),
+        scene,
+        progress=False,
+    )
     r = subprocess.run(
-        [str(BIN / "ns-train"), "modgs-cpu", "--data", str(scene), "--output-dir", str(root / "runs"), "--experiment-name", "t",
-         "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", "420", "--pipeline.model.stage1-steps", "300",
-         "--pipeline.model.warmup-length", "20", "--pipeline.model.refine-every", "50", "--pipeline.model.stop-split-at", "400"],
-        capture_output=True, text=True, env=_env(), timeout=900,
+        [
+            str(BIN / "ns-train"),
+            "modgs-cpu",
+            "--data",
+            str(scene),
+            "--output-dir",
+            str(root / "runs"),
+            "--experiment-name",
+            "t",
+            "--timestamp",
+            "run",
+            "--vis",
+            "tensorboard",
+            "--max-num-iterations",
+            "420",
+            "--pipeline.model.stage1-steps",
+            "300",
+            "--pipeline.model.warmup-length",
+            "20",
+            "--pipeline.model.refine-every",
+            "50",
+            "--pipeline.model.stop-split-at",
+            "400",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     config = root / "runs" / "t" / "modgs-cpu" / "run" / "config.yml"
@@ -46,8 +81,14 @@ def run(tmp_path_factory):
 
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
     pipeline.model.eval()
-    return SimpleNamespace(root=root, scene=scene, config=config, pipeline=pipeline, model=pipeline.model,
-                           meta=json.loads((scene / "transforms.json").read_text()))
+    return SimpleNamespace(
+        root=root,
+        scene=scene,
+        config=config,
+        pipeline=pipeline,
+        model=pipeline.model,
+        meta=json.loads((scene / "transforms.json").read_text()),
+    )
 
 
 def _train_frame(run, k):
@@ -84,19 +125,30 @@ def test_viewer_render_path_honours_the_time_slider(run):
 
     model = run.model
     control = SimpleNamespace(time=0.8, crop_viewport=False, background_color=(0, 0, 0), layer_depth=False, max_res=96)
-    viewer = SimpleNamespace(control_panel=control, render_tab_state=SimpleNamespace(preview_render=False),
-                             include_time=run.pipeline.datamanager.includes_time, get_model=lambda: model,
-                             train_lock=None, step=0, pipeline=run.pipeline)
+    viewer = SimpleNamespace(
+        control_panel=control,
+        render_tab_state=SimpleNamespace(preview_render=False),
+        include_time=run.pipeline.datamanager.includes_time,
+        get_model=lambda: model,
+        train_lock=None,
+        step=0,
+        pipeline=run.pipeline,
+    )
     assert viewer.include_time  # what makes ns-viewer show the Time slider
     machine = RenderStateMachine(viewer, viser_scale_ratio=1.0, client=None)
     machine.state = "high"
     cams = run.pipeline.datamanager.train_dataset.cameras
     c2w = cams.camera_to_worlds[0]
     fov = 2 * math.atan(float(cams.height[0]) / (2 * float(cams.fy[0])))
-    state = CameraState(fov=fov, aspect=float(cams.width[0] / cams.height[0]), c2w=c2w, camera_type=CameraType.PERSPECTIVE, time=0.0)
+    state = CameraState(
+        fov=fov, aspect=float(cams.width[0] / cams.height[0]), c2w=c2w, camera_type=CameraType.PERSPECTIVE, time=0.0
+    )
     seen = []
     original = model.get_outputs_for_camera
-    model.get_outputs_for_camera = lambda camera, obb_box=None: (seen.append(float(camera.times[0, 0])), original(camera, obb_box))[1]
+    model.get_outputs_for_camera = lambda camera, obb_box=None: (
+        seen.append(float(camera.times[0, 0])),
+        original(camera, obb_box),
+    )[1]
     try:
         out_08 = machine._render_img(state)
         control.time = 0.1
@@ -111,9 +163,13 @@ def test_ns_render_spiral_sweeps_time(run, monkeypatch):
     import nerfstudio.scripts.render as ns_render
 
     captured = {}
-    monkeypatch.setattr(ns_render, "_render_trajectory_video", lambda pipeline, camera_path, **kw: captured.update(path=camera_path))
+    monkeypatch.setattr(
+        ns_render, "_render_trajectory_video", lambda pipeline, camera_path, **kw: captured.update(path=camera_path)
+    )
     monkeypatch.setattr(ns_render.install_checks, "check_ffmpeg_installed", lambda: None)
-    ns_render.SpiralRender(load_config=run.config, output_path=run.root / "spiral.mp4", seconds=1.0, frame_rate=12).main()
+    ns_render.SpiralRender(
+        load_config=run.config, output_path=run.root / "spiral.mp4", seconds=1.0, frame_rate=12
+    ).main()
     path = captured["path"]
     times = path.times[:, 0].cpu().numpy()
     assert len(path) == 12 and times[0] == 0.0 and times[-1] == pytest.approx(1.0)
@@ -125,17 +181,42 @@ def test_ns_render_spiral_sweeps_time(run, monkeypatch):
 @pytest.mark.parametrize("how", ["spiral", "interpolate", "camera-path"])
 def test_ns_render_commands_write_videos(run, how):
     out = run.root / f"{how}.mp4"
-    args = [str(BIN / "ns-render"), how, "--load-config", str(run.config), "--output-path", str(out),
-            "--rendered-output-names", "rgb", "depth", "accumulation"]
+    args = [
+        str(BIN / "ns-render"),
+        how,
+        "--load-config",
+        str(run.config),
+        "--output-path",
+        str(out),
+        "--rendered-output-names",
+        "rgb",
+        "depth",
+        "accumulation",
+    ]
     if how == "spiral":
         args += ["--seconds", "1", "--frame-rate", "6"]
     elif how == "interpolate":
         args += ["--frame-rate", "4", "--interpolation-steps", "2", "--pose-source", "train"]
     else:
         path = run.root / "path.json"
-        r = subprocess.run([str(BIN / "modgs-render"), "spiral", "--load-config", str(run.config), "--output-path",
-                            str(run.root / "modgs_spiral.mp4"), "--num-frames", "6", "--camera-path-json", str(path)],
-                           capture_output=True, text=True, env=_env(), timeout=600)
+        r = subprocess.run(
+            [
+                str(BIN / "modgs-render"),
+                "spiral",
+                "--load-config",
+                str(run.config),
+                "--output-path",
+                str(run.root / "modgs_spiral.mp4"),
+                "--num-frames",
+                "6",
+                "--camera-path-json",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         times = [c["render_time"] for c in json.loads(path.read_text())["camera_path"]]
         assert times[0] == 0.0 and times[-1] == 1.0 and np.all(np.diff(times) > 0)
@@ -152,8 +233,23 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
 
     from modgs_ns.export.splat_ply import SH_C0
 
-    r = subprocess.run([str(BIN / "modgs-export"), "--load-config", str(run.config), "--output-dir", str(tmp_path), "--time", "0.75",
-                        "--min-opacity", "0"], capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [
+            str(BIN / "modgs-export"),
+            "--load-config",
+            str(run.config),
+            "--output-dir",
+            str(tmp_path),
+            "--time",
+            "0.75",
+            "--min-opacity",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     v = PlyData.read(str(tmp_path / "gaussians_t0.7500.ply"))["vertex"]
     model = run.model
@@ -166,25 +262,50 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     assert np.abs(xyz - model.means.detach().numpy()).max() > 1e-3  # not the canonical positions
     np.testing.assert_allclose(np.stack([v[f"f_dc_{i}"] for i in range(3)], -1) * SH_C0 + 0.5, colors, atol=1e-5)
     np.testing.assert_allclose(v["opacity"], model.opacities.detach().numpy()[:, 0], atol=1e-6)
-    np.testing.assert_allclose(np.stack([v[f"scale_{i}"] for i in range(3)], -1), model.scales.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([v[f"scale_{i}"] for i in range(3)], -1), model.scales.detach().numpy(), atol=1e-6
+    )
     q = torch.nn.functional.normalize(model.quats.detach(), dim=-1).numpy()
     np.testing.assert_allclose(np.stack([v[f"rot_{i}"] for i in range(4)], -1), q, atol=1e-6)
 
 
 def test_export_sequence_with_manifest(run, tmp_path):
-    r = subprocess.run([str(BIN / "modgs-export"), "--load-config", str(run.config), "--output-dir", str(tmp_path), "--num-times", "5"],
-                       capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [
+            str(BIN / "modgs-export"),
+            "--load-config",
+            str(run.config),
+            "--output-dir",
+            str(tmp_path),
+            "--num-times",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [f["time"] for f in manifest["frames"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert all((tmp_path / f["file"]).is_file() for f in manifest["frames"])
-    bad = subprocess.run([str(BIN / "modgs-export"), "--load-config", str(run.config), "--time", "2"], capture_output=True, text=True, env=_env())
+    bad = subprocess.run(
+        [str(BIN / "modgs-export"), "--load-config", str(run.config), "--time", "2"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_modgs_eval_writes_metrics_and_grids(run, tmp_path):
-    r = subprocess.run([str(BIN / "modgs-eval"), "--load-config", str(run.config), "--output-dir", str(tmp_path), "--grid-every", "5"],
-                       capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [str(BIN / "modgs-eval"), "--load-config", str(run.config), "--output-dir", str(tmp_path), "--grid-every", "5"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     n_test = len(run.meta["test_filenames"])
@@ -195,9 +316,25 @@ def test_modgs_eval_writes_metrics_and_grids(run, tmp_path):
     assert len(list((tmp_path / "grids").glob("*.png"))) == math.ceil(n_test / 5)
     assert "LPIPS" in r.stderr or m["mean"].get("lpips_alex") is not None  # skipped offline, and said so
     # MoDGS's own protocol (alpha-masked) scores the same renders differently.
-    r2 = subprocess.run([str(BIN / "modgs-eval"), "--load-config", str(run.config), "--output-dir", str(tmp_path / "m"),
-                         "--protocol", "modgs", "--grid-every", "0", "--test-camera-scale", str(m["test_camera_scale"]["scale"])],
-                        capture_output=True, text=True, env=_env(), timeout=600)
+    r2 = subprocess.run(
+        [
+            str(BIN / "modgs-eval"),
+            "--load-config",
+            str(run.config),
+            "--output-dir",
+            str(tmp_path / "m"),
+            "--protocol",
+            "modgs",
+            "--grid-every",
+            "0",
+            "--test-camera-scale",
+            str(m["test_camera_scale"]["scale"]),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r2.returncode == 0, r2.stderr[-2000:]
     m2 = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert m2["protocol"] == "modgs-alpha-masked" and m2["test_camera_scale"]["method"] == "given"
@@ -207,8 +344,13 @@ def test_modgs_eval_writes_metrics_and_grids(run, tmp_path):
 def test_ns_export_gaussian_splat_writes_the_canonical_gaussians(run, tmp_path):
     from plyfile import PlyData
 
-    r = subprocess.run([str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(tmp_path)],
-                       capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     v = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
     # nerfstudio keeps the order and drops opacity < 1/255: the exported centres are the canonical ones.
@@ -230,11 +372,31 @@ def test_viewer_in_a_browser_shows_the_object_moving(run, tmp_path):
     if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("no Chromium (apt-get install chromium)")
     script = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshots.py"
-    r = subprocess.run([sys.executable, str(script), "--load-config", str(run.config), "--output-dir", str(tmp_path),
-                        "--times", "0", "1", "0", "--settle", "8"], capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--load-config",
+            str(run.config),
+            "--output-dir",
+            str(tmp_path),
+            "--times",
+            "0",
+            "1",
+            "0",
+            "--settle",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    a, b, a2 = (cv2.imread(str(tmp_path / n)).astype(np.float32)
-                for n in ("viewer_t0.00.png", "viewer_t1.00.png", "viewer_t0.00_2.png"))
+    a, b, a2 = (
+        cv2.imread(str(tmp_path / n)).astype(np.float32)
+        for n in ("viewer_t0.00.png", "viewer_t1.00.png", "viewer_t0.00_2.png")
+    )
 
     def changed(x, y):
         return float((np.abs(x - y).max(-1) > 30).mean())

@@ -15,7 +15,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         S[2, 2] = -1
     R = u @ S @ vt
-    var = (xs ** 2).sum() / len(src)
+    var = (xs**2).sum() / len(src)
     s = float(np.trace(np.diag(d) @ S) / var) if var > 0 else 1.0
     return s, R, mu_d - s * R @ mu_s
 
@@ -39,5 +39,9 @@ def trajectory_errors(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict:
     for e, g in zip(est_c2w, gt_c2w):
         dR = (Ra @ e[:3, :3]).T @ g[:3, :3]
         rot.append(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
-    return {"ate": ate, "rotation_deg": float(np.mean(rot)), "scale": float(s),
-            "path_length": float(np.linalg.norm(np.diff(cg, axis=0), axis=1).sum())}
+    return {
+        "ate": ate,
+        "rotation_deg": float(np.mean(rot)),
+        "scale": float(s),
+        "path_length": float(np.linalg.norm(np.diff(cg, axis=0), axis=1).sum()),
+    }

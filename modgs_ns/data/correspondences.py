@@ -85,7 +85,14 @@ class Correspondences:
             ok = _balanced_subset(ok, self.src_moving[i, ok], max_points, moving_fraction, rng)
         x = self.points[i].reshape(-1, 3)[self.src[i, ok]]
         y = self.bilinear_points(j, uv[ok].float() / self.uv_scale)
-        return {"x": x, "y": y, "t_src": float(self.times[i]), "t_tgt": float(self.times[j]), "src_frame": i, "tgt_frame": j}
+        return {
+            "x": x,
+            "y": y,
+            "t_src": float(self.times[i]),
+            "t_tgt": float(self.times[j]),
+            "src_frame": i,
+            "tgt_frame": j,
+        }
 
     def heldout_pairs(self):
         """Every held-out (source, target) pair: yields (i, j, x [N,3], y [N,3], moving [N] bool)."""
@@ -97,7 +104,13 @@ class Correspondences:
                 uv = self.tgt[i, k]
                 ok = torch.nonzero((uv[:, 0] != UV_INVALID) & self.heldout[i]).squeeze(-1)
                 if len(ok):
-                    yield i, j, self.points[i].reshape(-1, 3)[self.src[i, ok]], self.bilinear_points(j, uv[ok].float() / self.uv_scale), self.src_moving[i, ok]
+                    yield (
+                        i,
+                        j,
+                        self.points[i].reshape(-1, 3)[self.src[i, ok]],
+                        self.bilinear_points(j, uv[ok].float() / self.uv_scale),
+                        self.src_moving[i, ok],
+                    )
 
     def project(self, points: Tensor, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates [N,2] (centres at integers, as the flow's) and z-depth [N] of world points
@@ -122,8 +135,12 @@ class Correspondences:
         for (name, region), parts in acc.items():
             e3, epx = torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
             if len(e3):
-                out[(name, region)] = {"n": len(e3), "mse": float((e3**2).mean()), "median": float(e3.median()),
-                                       "median_px": float(epx.median())}
+                out[(name, region)] = {
+                    "n": len(e3),
+                    "mse": float((e3**2).mean()),
+                    "median": float(e3.median()),
+                    "median_px": float(epx.median()),
+                }
         return out
 
     def bilinear_points(self, j: int, uv: Tensor) -> Tensor:
@@ -134,7 +151,12 @@ class Correspondences:
         fx, fy = (uv[:, 0] - x0)[:, None], (uv[:, 1] - y0)[:, None]
         x0, y0 = x0.long(), y0.long()
         x1, y1 = (x0 + 1).clamp(max=self.W - 1), (y0 + 1).clamp(max=self.H - 1)
-        return (P[y0, x0] * (1 - fx) * (1 - fy) + P[y0, x1] * fx * (1 - fy) + P[y1, x0] * (1 - fx) * fy + P[y1, x1] * fx * fy)
+        return (
+            P[y0, x0] * (1 - fx) * (1 - fy)
+            + P[y0, x1] * fx * (1 - fy)
+            + P[y1, x0] * (1 - fx) * fy
+            + P[y1, x1] * fx * fy
+        )
 
     def frame_points(self, i: int, image_path: Path | None = None) -> tuple[Tensor, Tensor | None]:
         """Valid (non-edge) points of frame i and their colours in [0, 1] when the image is given."""

@@ -29,7 +29,7 @@ from modgs_ns.data.placement import (
 )
 from modgs_ns.scene.caches import DEPTH_CACHE, cache_key, cache_state, load_valid_masks, pair_params_of
 from modgs_ns.scene.errors import CacheError
-from modgs_ns.scene.format import load_scene_meta, training_frame_at, training_frames, validate_scene
+from modgs_ns.scene.format import load_scene_meta, prior_kind, training_frame_at, training_frames, validate_scene
 
 
 @dataclass
@@ -72,7 +72,9 @@ class ModgsDataParser(Nerfstudio):
         """The caches must be valid for the scene's current inputs (ModgsPipeline rebuilds them first)."""
         why = cache_state(data_dir, cache_key(data_dir, meta, pair_params_of(meta)))
         if why:
-            raise CacheError(f"the caches of {data_dir} are not usable ({why}); ns-train rebuilds them, or run modgs-preprocess")
+            raise CacheError(
+                f"the caches of {data_dir} are not usable ({why}); ns-train rebuilds them, or run modgs-preprocess"
+            )
 
     def _generate_dataparser_outputs(self, split: str = "train"):
         data_dir, meta = load_scene_meta(self.config.data)
@@ -113,6 +115,7 @@ class ModgsDataParser(Nerfstudio):
         ]
         outputs.metadata["modgs"] = meta.get("modgs", {})
         outputs.metadata["modgs_root"] = str(data_dir)
+        outputs.metadata["modgs_prior_kind"] = prior_kind(meta)
         outputs.metadata["modgs_frame_images"] = [str(p) for p in outputs.image_filenames]
         if split != "train" and any(c != "train" for c in outputs.metadata["frame_cameras"]):
             outputs.cameras.camera_to_worlds = self._place_held_out_cameras(data_dir, meta, frames, outputs.cameras)
@@ -128,7 +131,9 @@ class ModgsDataParser(Nerfstudio):
             if f.get("camera", "train") == "train":
                 continue
             ref = training_frame_at(train, f["time"])
-            c2w[i] = torch.from_numpy(place(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]), est.scale)).to(c2w)
+            c2w[i] = torch.from_numpy(
+                place(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]), est.scale)
+            ).to(c2w)
         return c2w
 
     def _solve_test_camera_scale(self, data_dir, meta, frames, train) -> ScaleEstimate:
@@ -161,9 +166,14 @@ class ModgsDataParser(Nerfstudio):
                     results.append(scale_from_matches(img_a, aligned[i], K, img_b, K, rel, valid[i]))
                 est = combine(results)
         except (OSError, KeyError, ValueError) as err:
-            raise CacheError(f"cannot place the held-out cameras ({err}); give the scale with "
-                             "`modgs-data --test-camera-scale S` after the method's options") from None
-        print(f"modgs-data: held-out cameras placed with scale {est.scale:.5g} (reconstruction units per scene unit, {est.method}, support {est.support})", file=sys.stderr)
+            raise CacheError(
+                f"cannot place the held-out cameras ({err}); give the scale with "
+                "`modgs-data --test-camera-scale S` after the method's options"
+            ) from None
+        print(
+            f"modgs-data: held-out cameras placed with scale {est.scale:.5g} (reconstruction units per scene unit, {est.method}, support {est.support})",
+            file=sys.stderr,
+        )
         return est
 
 

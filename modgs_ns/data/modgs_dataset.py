@@ -17,28 +17,37 @@ class ModgsDataset(InputDataset):
     """Adds `depth_prior` [H,W,1] float and `depth_valid` [H,W,1] bool for frames that have a prior.
 
     `depth_valid` also drops depth-edge pixels when the scene's depth cache has a non-edge mask
-    (MoDGS excludes them from the ordinal loss).
+    (MoDGS excludes them from the ordinal loss). A disparity prior is given as the cache's aligned
+    depth (its inverse, so the depth losses see depth order; far pixels are invalid there).
     """
 
     exclude_batch_keys_from_device = InputDataset.exclude_batch_keys_from_device + ["depth_prior", "depth_valid"]
-    _nonedge: Optional[Dict[str, np.ndarray]] = None
+    _cache: Optional[Dict[str, tuple]] = None
 
-    def _nonedge_masks(self) -> Dict[str, np.ndarray]:
-        if self._nonedge is None:
-            self._nonedge = {}
+    def _cached(self) -> Dict[str, tuple]:
+        """Image name -> (non-edge valid mask, aligned depth or None) from the depth cache."""
+        if self._cache is None:
+            self._cache = {}
             root = self.metadata.get("modgs_root")
             if root and (Path(root) / DEPTH_CACHE).is_file():
                 names, valid = load_valid_masks(Path(root))
-                self._nonedge = dict(zip(names, valid))
-        return self._nonedge
+                depth = [None] * len(names)
+                if self.metadata.get("modgs_prior_kind") == "disparity":
+                    with np.load(Path(root) / DEPTH_CACHE) as z:
+                        depth = z["depth"]
+                self._cache = {n: (valid[i], depth[i]) for i, n in enumerate(names)}
+        return self._cache
 
     def get_metadata(self, data: Dict) -> Dict:
         paths = self.metadata.get("depth_prior_filenames")
         if not paths or paths[data["image_idx"]] is None:
             return {}
         h, w = data["image"].shape[:2]
-        depth, valid = load_depth_prior(paths[data["image_idx"]], h, w)
-        edge_ok = self._nonedge_masks().get(Path(self.image_filenames[data["image_idx"]]).name)
-        if edge_ok is not None and edge_ok.shape == valid.shape:
-            valid = valid & edge_ok
+        cached = self._cached().get(Path(self.image_filenames[data["image_idx"]]).name)
+        if cached is not None and cached[1] is not None and cached[1].shape == (h, w):
+            depth, valid = cached[1].astype(np.float32), cached[1] > 0
+        else:
+            depth, valid = load_depth_prior(paths[data["image_idx"]], h, w, self.metadata.get("modgs_prior_kind", ""))
+        if cached is not None and cached[0].shape == valid.shape:
+            valid = valid & cached[0]
         return {"depth_prior": torch.from_numpy(depth)[..., None], "depth_valid": torch.from_numpy(valid)[..., None]}

@@ -61,8 +61,13 @@ def _h(m: np.ndarray) -> np.ndarray:
 
 
 def solve_scale_from_points(
-    X_train_cv: np.ndarray, q_test: np.ndarray, K_test: np.ndarray, rel: np.ndarray,
-    threshold_px: float = 2.0, iters: int = 200, seed: int = 0,
+    X_train_cv: np.ndarray,
+    q_test: np.ndarray,
+    K_test: np.ndarray,
+    rel: np.ndarray,
+    threshold_px: float = 2.0,
+    iters: int = 200,
+    seed: int = 0,
 ) -> tuple[float, np.ndarray]:
     """s such that K_test (R X + s t) projects onto q_test, robustly; returns (s, inlier mask).
 
@@ -103,8 +108,13 @@ def solve_scale_from_points(
 
 
 def scale_from_matches(
-    img_train: np.ndarray, depth_train: np.ndarray, K_train: np.ndarray,
-    img_test: np.ndarray, K_test: np.ndarray, rel: np.ndarray, valid: Optional[np.ndarray] = None,
+    img_train: np.ndarray,
+    depth_train: np.ndarray,
+    K_train: np.ndarray,
+    img_test: np.ndarray,
+    K_test: np.ndarray,
+    rel: np.ndarray,
+    valid: Optional[np.ndarray] = None,
 ) -> tuple[float, int]:
     """(s, inliers) from one training / test image pair at the same time; depth in reconstruction units."""
     pa, pb = sift_matches(img_train, img_test)
@@ -122,7 +132,9 @@ def scale_from_matches(
     if ok.sum() < 8:
         return float("nan"), 0
     pa, pb, z = pa[ok], pb[ok], z[ok]
-    X = np.stack([(pa[:, 0] - K_train[0, 2]) / K_train[0, 0] * z, (pa[:, 1] - K_train[1, 2]) / K_train[1, 1] * z, z], -1)
+    X = np.stack(
+        [(pa[:, 0] - K_train[0, 2]) / K_train[0, 0] * z, (pa[:, 1] - K_train[1, 2]) / K_train[1, 1] * z, z], -1
+    )
     try:
         s, inl = solve_scale_from_points(X, pb, K_test, rel)
     except ValueError:

@@ -21,8 +21,13 @@ from modgs_ns.scene.geometry import project, unproject
 
 
 def covisibility_mask(
-    depth_test: np.ndarray, K_test: np.ndarray, c2w_test: np.ndarray,
-    depth_train: np.ndarray, K_train: np.ndarray, c2w_train: np.ndarray, rel_tol: float = 0.03,
+    depth_test: np.ndarray,
+    K_test: np.ndarray,
+    c2w_test: np.ndarray,
+    depth_train: np.ndarray,
+    K_train: np.ndarray,
+    c2w_train: np.ndarray,
+    rel_tol: float = 0.03,
 ) -> np.ndarray:
     """Test pixels whose surface point (from metric depth) the training camera also sees at that
     time: it projects inside the training image, in front of it, and within rel_tol of the
@@ -58,7 +63,9 @@ def write_grid(path: Path, gt: np.ndarray, pred: np.ndarray, depth: np.ndarray, 
     row = np.concatenate([gt, pred, error_heatmap(pred, gt), depth_colormap(depth, alpha)], 1)
     img = (np.clip(row, 0, 1) * 255).astype(np.uint8)[..., ::-1].copy()
     for i, name in enumerate(["GT", "render", "|error|", "depth"]):
-        cv2.putText(img, name, (i * gt.shape[1] + 4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, name, (i * gt.shape[1] + 4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA
+        )
     cv2.putText(img, label, (4, img.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)
@@ -105,7 +112,13 @@ def evaluate_training_views(pipeline) -> dict:
             pred = model.get_outputs_for_camera(dataset.cameras[i : i + 1])["rgb"].float().cpu()
             gt = dataset.get_image_float32(i)[..., :3].cpu()
             masks = {} if mask is None else {"moving": torch.from_numpy(mask), "background": torch.from_numpy(~mask)}
-            rows.append({"image": name, "mask_source": source if mask is not None else None, **image_metrics(pred, gt, masks, [])})
+            rows.append(
+                {
+                    "image": name,
+                    "mask_source": source if mask is not None else None,
+                    **image_metrics(pred, gt, masks, []),
+                }
+            )
             progress.advance(task)
     return {"mean": mean_metrics(rows), "images": rows}
 
@@ -119,8 +132,13 @@ def _read_mask(path) -> Optional[np.ndarray]:
 
 @torch.no_grad()
 def evaluate_pipeline(
-    pipeline, output_dir: Path, lpips_nets: tuple[str, ...] = ("alex", "vgg"), lpips_weights: Optional[Path] = None,
-    modgs_protocol: bool = False, grid_every: int = 8, masks: tuple[str, ...] = ("dynamic", "covisible"),
+    pipeline,
+    output_dir: Path,
+    lpips_nets: tuple[str, ...] = ("alex", "vgg"),
+    lpips_weights: Optional[Path] = None,
+    modgs_protocol: bool = False,
+    grid_every: int = 8,
+    masks: tuple[str, ...] = ("dynamic", "covisible"),
 ) -> dict:
     """Scores every image of the pipeline's eval dataset; writes metrics.json and grids/ under output_dir."""
     model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
@@ -156,8 +174,12 @@ def evaluate_pipeline(
                 ref = training_frame_at(train, frame["time"])
                 if ref.get("gt_depth_path"):
                     cov = covisibility_mask(
-                        np.load(root / frame["gt_depth_path"]), K_all[i], np.array(frame["transform_matrix"]),
-                        np.load(root / ref["gt_depth_path"]), K_all[i], np.array(ref["transform_matrix"]),
+                        np.load(root / frame["gt_depth_path"]),
+                        K_all[i],
+                        np.array(frame["transform_matrix"]),
+                        np.load(root / ref["gt_depth_path"]),
+                        K_all[i],
+                        np.array(ref["transform_matrix"]),
                     )
                     image_masks["covisible"] = torch.from_numpy(cov)
             m = image_metrics(pred, gt, image_masks, lpips, alpha=alpha, modgs_protocol=modgs_protocol)
@@ -168,13 +190,31 @@ def evaluate_pipeline(
                 if copy is not None:
                     cm = image_metrics(copy, gt, image_masks, [], alpha=alpha, modgs_protocol=modgs_protocol)
                     m.update({f"copy_{k}": v for k, v in cm.items() if not k.startswith("fraction")})
-            rows.append({"image": name, "camera": frame.get("camera"), "time": float(camera.times[0, 0]) if camera.times is not None else None, **m})
+            rows.append(
+                {
+                    "image": name,
+                    "camera": frame.get("camera"),
+                    "time": float(camera.times[0, 0]) if camera.times is not None else None,
+                    **m,
+                }
+            )
             if grid_every > 0 and i % grid_every == 0:
-                write_grid(output_dir / "grids" / f"{Path(name).stem}.png", gt.numpy(), pred.numpy(), depth.numpy(), alpha.numpy(),
-                           f"{name}  t={rows[-1]['time']:.3f}  PSNR {m['psnr']:.2f}")
+                write_grid(
+                    output_dir / "grids" / f"{Path(name).stem}.png",
+                    gt.numpy(),
+                    pred.numpy(),
+                    depth.numpy(),
+                    alpha.numpy(),
+                    f"{name}  t={rows[-1]['time']:.3f}  PSNR {m['psnr']:.2f}",
+                )
             progress.advance(task)
     by_camera = {}
     for cam in sorted({r["camera"] for r in rows if r["camera"]}):
         by_camera[cam] = mean_metrics([r for r in rows if r["camera"] == cam])
-    return {"mean": mean_metrics(rows), "per_camera": by_camera, "images": rows, "notes": notes,
-            "protocol": "modgs-alpha-masked" if modgs_protocol else "full"}
+    return {
+        "mean": mean_metrics(rows),
+        "per_camera": by_camera,
+        "images": rows,
+        "notes": notes,
+        "protocol": "modgs-alpha-masked" if modgs_protocol else "full",
+    }

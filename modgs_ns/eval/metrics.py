@@ -118,7 +118,11 @@ class LPIPS:
 
 
 def image_metrics(
-    pred: Tensor, gt: Tensor, masks: dict[str, Tensor], lpips: list[LPIPS], alpha: Optional[Tensor] = None,
+    pred: Tensor,
+    gt: Tensor,
+    masks: dict[str, Tensor],
+    lpips: list[LPIPS],
+    alpha: Optional[Tensor] = None,
     modgs_protocol: bool = False,
 ) -> dict[str, Optional[float]]:
     """All metrics of one image: `psnr`, `ssim`, `lpips_<net>` full-image, and `<metric>_<mask>` per mask.

@@ -55,9 +55,18 @@ def write_splat_ply(path: Path, g: Dict[str, np.ndarray]) -> None:
     names += [f"f_rest_{i}" for i in range(g["f_rest"].shape[1])] + ["opacity"]
     names += [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
     cols = np.concatenate(
-        [g["means"], np.zeros((n, 3), np.float32), g["f_dc"], g["f_rest"], g["opacities"][:, None], g["scales"], g["quats"]], 1
+        [
+            g["means"],
+            np.zeros((n, 3), np.float32),
+            g["f_dc"],
+            g["f_rest"],
+            g["opacities"][:, None],
+            g["scales"],
+            g["quats"],
+        ],
+        1,
     ).astype("<f4")
-    header = "ply\nformat binary_little_endian 1.0\ncomment modgs-ns\n" f"element vertex {n}\n"
+    header = f"ply\nformat binary_little_endian 1.0\ncomment modgs-ns\nelement vertex {n}\n"
     header += "".join(f"property float {c}\n" for c in names) + "end_header\n"
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -71,7 +80,9 @@ def write_splat_ply(path: Path, g: Dict[str, np.ndarray]) -> None:
         raise
 
 
-def export_sequence(model, output_dir: Path, times: list[float], min_opacity: float = 1.0 / 255.0, progress=None) -> Path:
+def export_sequence(
+    model, output_dir: Path, times: list[float], min_opacity: float = 1.0 / 255.0, progress=None
+) -> Path:
     """One PLY per time plus manifest.json ({"frames": [{"time", "file", "num_gaussians"}]})."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,16 @@ class GaborLayer(nn.Module):
 class GaborNet(nn.Module):
     """Time encoder: in 1, hidden 256, 2 multiplicative layers, out 128 (MoDGS configs)."""
 
-    def __init__(self, hidden: int = 256, out: int = 128, n_layers: int = 2, input_scale: float = 256.0,
-                 weight_scale: float = 1.0, alpha: float = 4.5, beta: float = 1.0):
+    def __init__(
+        self,
+        hidden: int = 256,
+        out: int = 128,
+        n_layers: int = 2,
+        input_scale: float = 256.0,
+        weight_scale: float = 1.0,
+        alpha: float = 4.5,
+        beta: float = 1.0,
+    ):
         super().__init__()
         self.filters = nn.ModuleList(
             GaborLayer(1, hidden, input_scale / math.sqrt(n_layers + 1), alpha / (n_layers + 1), beta)
@@ -76,7 +84,9 @@ class CouplingLayer(nn.Module):
         self.k = k
         self.keep = [i for i in range(3) if i != k]
         act = nn.LeakyReLU(0.01)
-        self.code_proj = nn.Sequential(nn.Linear(feature_dims, feature_dims), act, nn.Linear(feature_dims, feature_dims))
+        self.code_proj = nn.Sequential(
+            nn.Linear(feature_dims, feature_dims), act, nn.Linear(feature_dims, feature_dims)
+        )
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(pe_freqs, dtype=torch.float32), persistent=False)
         self.pos_proj = nn.Sequential(nn.Linear(2 + 4 * pe_freqs, proj_dims), act)
         layers: list[nn.Module] = []
@@ -90,7 +100,9 @@ class CouplingLayer(nn.Module):
         self.map_st = nn.Sequential(*layers, last)
 
     def scale_shift(self, x: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
-        h = torch.cat([self.code_proj(feat).expand(len(x), -1), self.pos_proj(_coord_encoding(x[:, self.keep], self.freqs))], -1)
+        h = torch.cat(
+            [self.code_proj(feat).expand(len(x), -1), self.pos_proj(_coord_encoding(x[:, self.keep], self.freqs))], -1
+        )
         st = self.map_st(h)
         return st[:, 0:1].clamp(-8.0, 8.0), st[:, 1:2]
 
@@ -108,8 +120,16 @@ class CouplingLayer(nn.Module):
 class Deformation(nn.Module):
     """x_t <-> x_canonical, exactly invertible for every t, in world coordinates."""
 
-    def __init__(self, n_layers: int = 4, feature_dims: int = 128, proj_dims: int = 256,
-                 hidden: tuple[int, ...] = (256, 256, 256), pe_freqs: int = 5, gabor_hidden: int = 256, seed: int = 1234):
+    def __init__(
+        self,
+        n_layers: int = 4,
+        feature_dims: int = 128,
+        proj_dims: int = 256,
+        hidden: tuple[int, ...] = (256, 256, 256),
+        pe_freqs: int = 5,
+        gabor_hidden: int = 256,
+        seed: int = 1234,
+    ):
         super().__init__()
         with torch.random.fork_rng(devices=[]):  # deterministic per seed, global RNG untouched
             torch.manual_seed(seed)
@@ -117,7 +137,9 @@ class Deformation(nn.Module):
             # Beyond 6 layers, more permutations (drawn only then, so smaller networks are unchanged).
             perm = torch.cat([torch.randperm(3) for _ in range(max(2, -(-n_layers // 3)))]).tolist()
             self.time_encoder = GaborNet(hidden=gabor_hidden, out=feature_dims)
-            self.layers = nn.ModuleList(CouplingLayer(k, feature_dims, proj_dims, hidden, pe_freqs) for k in perm[:n_layers])
+            self.layers = nn.ModuleList(
+                CouplingLayer(k, feature_dims, proj_dims, hidden, pe_freqs) for k in perm[:n_layers]
+            )
         self.register_buffer("coords", torch.tensor(perm[:n_layers]))
         # World -> working box: x_n = (x - center) * scale. Set from the scene's points (set_normalization).
         self.register_buffer("center", torch.zeros(3))

@@ -8,8 +8,15 @@ import torch
 from torch import Tensor
 
 
-def ordinal_depth_loss(render: Tensor, prior: Tensor, valid: Tensor, num_pairs: int = 200_000, alpha: float = 100.0,
-                       threshold_fraction: float = 0.1, generator: Optional[torch.Generator] = None) -> Tensor:
+def ordinal_depth_loss(
+    render: Tensor,
+    prior: Tensor,
+    valid: Tensor,
+    num_pairs: int = 200_000,
+    alpha: float = 100.0,
+    threshold_fraction: float = 0.1,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """mean |tanh(alpha (r1 - r2)) - sign(g1 - g2)| over random pixel pairs whose prior depths
     differ by at least `threshold_fraction` of the prior's range.
 

@@ -127,9 +127,16 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """Sharpness of the ordinal loss's tanh (MoDGS: 100, for depth in [-1, 1] units)."""
 
     # splatfacto options this model does not use: set to anything but splatfacto's default, they stop the run.
-    UNHONOURED = {"ssim_lambda": "use --pipeline.model.dssim-lambda and --pipeline.model.l1-lambda",
-                  "use_scale_regularization": "", "max_gauss_ratio": "", "use_bilateral_grid": "", "grid_shape": "",
-                  "output_depth_during_training": "", "resolution_schedule": "", "prompt": ""}
+    UNHONOURED = {
+        "ssim_lambda": "use --pipeline.model.dssim-lambda and --pipeline.model.l1-lambda",
+        "use_scale_regularization": "",
+        "max_gauss_ratio": "",
+        "use_bilateral_grid": "",
+        "grid_shape": "",
+        "output_depth_during_training": "",
+        "resolution_schedule": "",
+        "prompt": "",
+    }
 
     def check_honoured(self) -> None:
         """ConfigError naming the splatfacto options set here that modgs would silently ignore."""
@@ -137,8 +144,10 @@ class ModgsModelConfig(SplatfactoModelConfig):
         bad = [k for k in self.UNHONOURED if getattr(self, k) != getattr(base, k)]
         if bad:
             hints = "; ".join(f"{k}: {self.UNHONOURED[k]}" for k in bad if self.UNHONOURED[k])
-            raise ConfigError(f"modgs does not use splatfacto's {', '.join('--pipeline.model.' + k.replace('_', '-') for k in bad)}"
-                              + (f" ({hints})" if hints else ""))
+            raise ConfigError(
+                f"modgs does not use splatfacto's {', '.join('--pipeline.model.' + k.replace('_', '-') for k in bad)}"
+                + (f" ({hints})" if hints else "")
+            )
 
 
 def get_viewmat(c2w: Tensor) -> Tensor:
@@ -211,8 +220,12 @@ class ModgsModel(SplatfactoModel):
             self.gauss_params["features_dc"] = torch.nn.Parameter(dc)
         c = self.config
         self.deform = Deformation(
-            n_layers=c.deform_layers, feature_dims=c.deform_feature_dims, proj_dims=c.deform_proj_dims,
-            hidden=tuple(c.deform_hidden), gabor_hidden=c.deform_gabor_hidden, seed=c.deform_seed,
+            n_layers=c.deform_layers,
+            feature_dims=c.deform_feature_dims,
+            proj_dims=c.deform_proj_dims,
+            hidden=tuple(c.deform_hidden),
+            gabor_hidden=c.deform_gabor_hidden,
+            seed=c.deform_seed,
         )
         self._correspondences = None
         # Stage-1 stop rule state (buffers, so a resumed run continues it): best held-out MSE,
@@ -245,7 +258,9 @@ class ModgsModel(SplatfactoModel):
 
             if self.scene_root is None:
                 raise RuntimeError("ModgsModel has no scene (metadata['modgs_root'] from modgs-data)")
-            self._correspondences = Correspondences(self.scene_root, self.config.stage1_heldout_fraction, self.config.deform_seed)
+            self._correspondences = Correspondences(
+                self.scene_root, self.config.stage1_heldout_fraction, self.config.deform_seed
+            )
         return self._correspondences
 
     def world_extent(self) -> float:
@@ -265,7 +280,9 @@ class ModgsModel(SplatfactoModel):
             self.stage1_evaluate(step)
         if int(self.stage1_stopped_at) >= 0:
             return {"flow3d_loss": torch.zeros((), device=self.device, requires_grad=True)}
-        batch = self.correspondences.sample(step, c.stage1_points, seed=c.deform_seed, moving_fraction=c.stage1_moving_fraction)
+        batch = self.correspondences.sample(
+            step, c.stage1_points, seed=c.deform_seed, moving_fraction=c.stage1_moving_fraction
+        )
         if not batch:
             return {"flow3d_loss": sum(p.sum() * 0.0 for p in self.deform.parameters())}
         x, y = batch["x"].to(self.device), batch["y"].to(self.device)
@@ -280,7 +297,9 @@ class ModgsModel(SplatfactoModel):
     def warp(self, x: Tensor, t_src: float, t_tgt: float) -> Tensor:
         """Points at time t_src moved to time t_tgt through the canonical space."""
         x = x.to(self.device)
-        return torch.cat([self.deform.from_canonical(self.deform.to_canonical(chunk, t_src), t_tgt) for chunk in x.split(65536)])
+        return torch.cat(
+            [self.deform.from_canonical(self.deform.to_canonical(chunk, t_src), t_tgt) for chunk in x.split(65536)]
+        )
 
     @torch.no_grad()
     def stage1_evaluate(self, step: int, final: bool = False) -> None:
@@ -300,8 +319,11 @@ class ModgsModel(SplatfactoModel):
             self.stage1_stale += 1
         if self.config.stage1_patience > 0 and int(self.stage1_stale) >= self.config.stage1_patience:
             self.stage1_stopped_at.fill_(step)
-            print(f"modgs: stage 1 stopped at step {step}: held-out error has not improved by 2% in "
-                  f"{self.config.stage1_patience} evaluations", flush=True)
+            print(
+                f"modgs: stage 1 stopped at step {step}: held-out error has not improved by 2% in "
+                f"{self.config.stage1_patience} evaluations",
+                flush=True,
+            )
 
     def stage1_summary(self) -> str:
         """Median held-out error per region, model against identity, as % of the scene extent and in pixels."""
@@ -310,8 +332,10 @@ class ModgsModel(SplatfactoModel):
         for region in ("moving", "static"):
             m, idn = self.stage1_report.get(("model", region)), self.stage1_report.get(("identity", region))
             if m and idn:
-                out.append(f"{region} ({m['n']}): {100 * m['median'] / extent:.2f}% of extent, {m['median_px']:.2f} px "
-                           f"(identity {100 * idn['median'] / extent:.2f}%, {idn['median_px']:.2f} px)")
+                out.append(
+                    f"{region} ({m['n']}): {100 * m['median'] / extent:.2f}% of extent, {m['median_px']:.2f} px "
+                    f"(identity {100 * idn['median'] / extent:.2f}%, {idn['median_px']:.2f} px)"
+                )
         return "; ".join(out) or "none"
 
     # ------------------------------------------------------------------ canonical initialization
@@ -342,7 +366,9 @@ class ModgsModel(SplatfactoModel):
         pts, cols = torch.cat(pts), torch.cat(cols)
         if c.stage1_steps > 0 and c.init_consistency_frames > 0:
             CONSOLE.log(f"modgs: free-space check kept {len(pts)} of the sampled depth points")
-        down_p, down_c = voxel_downsample(pts, cols, (pts.max(0).values - pts.min(0).values).max() / c.init_voxel_divisions)
+        down_p, down_c = voxel_downsample(
+            pts, cols, (pts.max(0).values - pts.min(0).values).max() / c.init_voxel_divisions
+        )
         if len(down_p) >= c.init_min_points:
             pts, cols = down_p, down_c
         if len(pts) > c.init_max_points:
@@ -407,7 +433,9 @@ class ModgsModel(SplatfactoModel):
         CONSOLE.log(f"[bold]modgs: canonical initialization at step {step}: {n} Gaussians")
 
     # ------------------------------------------------------------------ training hooks
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         cbs = super().get_training_callbacks(training_callback_attributes)
         cbs.append(
             TrainingCallback(
@@ -429,8 +457,12 @@ class ModgsModel(SplatfactoModel):
         if self.in_stage1(step):
             return  # nothing was rendered; the Gaussians are not being trained yet
         self.strategy.step_post_backward(
-            params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state,
-            step=self.step, info=self.info, packed=False,
+            params=self.gauss_params,
+            optimizers=self.optimizers,
+            state=self.strategy_state,
+            step=self.step,
+            info=self.info,
+            packed=False,
         )
 
     def _rebind_optimizers(self, optimizers: Optimizers) -> None:
@@ -475,7 +507,9 @@ class ModgsModel(SplatfactoModel):
         if self.crop_box is not None and not self.training:
             crop_ids = self.crop_box.within(self.means).squeeze()
             if crop_ids.sum() == 0:
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+                return self.get_empty_outputs(
+                    int(camera.width.item()), int(camera.height.item()), self.background_color
+                )
 
         def sel(x):
             return x if crop_ids is None else x[crop_ids]
@@ -522,7 +556,9 @@ class ModgsModel(SplatfactoModel):
             cpu_backend=self.config.cpu_rasterizer,
         )
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
@@ -558,7 +594,9 @@ class ModgsModel(SplatfactoModel):
         if self.config.depth_loss == "pearson":
             return pearson_depth_loss(render, prior, valid)
         # Rendered depth in the deformation's normalized units: alpha = 100 is tuned for [-1, 1].
-        return ordinal_depth_loss(render * self.deform.scale, prior, valid, self.config.ordinal_pairs, self.config.ordinal_alpha)
+        return ordinal_depth_loss(
+            render * self.deform.scale, prior, valid, self.config.ordinal_pairs, self.config.ordinal_alpha
+        )
 
     def get_image_metrics_and_images(self, outputs, batch):
         metrics, images = super().get_image_metrics_and_images(outputs, batch)

@@ -61,15 +61,40 @@ def rasterization(
         from gsplat.rendering import rasterization as gsplat_rasterization
 
         return gsplat_rasterization(
-            means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
-            viewmats=viewmats, Ks=Ks, width=width, height=height, near_plane=near_plane,
-            far_plane=far_plane, sh_degree=sh_degree, backgrounds=backgrounds,
-            render_mode=render_mode, packed=packed, absgrad=absgrad, rasterize_mode=rasterize_mode,
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=opacities,
+            colors=colors,
+            viewmats=viewmats,
+            Ks=Ks,
+            width=width,
+            height=height,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            sh_degree=sh_degree,
+            backgrounds=backgrounds,
+            render_mode=render_mode,
+            packed=packed,
+            absgrad=absgrad,
+            rasterize_mode=rasterize_mode,
         )
     if packed or absgrad or rasterize_mode != "classic":
         raise ValueError("the CPU rasterizer supports packed=False, absgrad=False, rasterize_mode='classic' only")
     return rasterization_torch(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
-        backgrounds=backgrounds, render_mode=render_mode, composite=cpu_compositor(cpu_backend),
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        sh_degree=sh_degree,
+        backgrounds=backgrounds,
+        render_mode=render_mode,
+        composite=cpu_compositor(cpu_backend),
     )

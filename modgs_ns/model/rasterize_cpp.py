@@ -37,8 +37,13 @@ def compiler_flags() -> list[str]:
 
 def build_directory() -> Path:
     """Per source, flags and torch version, so an edited kernel or a new torch never loads a stale build."""
-    key = hashlib.sha1(SOURCE.read_bytes() + " ".join(compiler_flags()).encode() + torch.__version__.encode()).hexdigest()[:12]
-    root = os.environ.get("MODGS_EXTENSIONS_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modgs_ns"
+    key = hashlib.sha1(
+        SOURCE.read_bytes() + " ".join(compiler_flags()).encode() + torch.__version__.encode()
+    ).hexdigest()[:12]
+    root = (
+        os.environ.get("MODGS_EXTENSIONS_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modgs_ns"
+    )
     return Path(root) / f"composite_cpu_{key}"
 
 
@@ -77,13 +82,17 @@ def warn_unavailable() -> None:
     global _warned
     if not _warned:
         _warned = True
-        print(f"modgs: warning: compiled CPU rasterizer unavailable ({_error}); using the PyTorch path", file=sys.stderr)
+        print(
+            f"modgs: warning: compiled CPU rasterizer unavailable ({_error}); using the PyTorch path", file=sys.stderr
+        )
 
 
 class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, offsets, ids, tiles_x, tiles_y, width, height):
-        out, T, last = _ext.composite_forward(means2d, conics, opacities, features, offsets, ids, tiles_x, tiles_y, width, height)
+        out, T, last = _ext.composite_forward(
+            means2d, conics, opacities, features, offsets, ids, tiles_x, tiles_y, width, height
+        )
         ctx.save_for_backward(means2d, conics, opacities, features, offsets, ids, T, last)
         ctx.dims = (tiles_x, tiles_y, width, height)
         ctx.mark_non_differentiable(last)
@@ -114,11 +123,21 @@ def rasterize_image_cpp(
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     with torch.no_grad():
         order = torch.argsort(depths.detach(), stable=True)
-        offsets, gauss_id = _ext.tile_lists(means2d.detach().contiguous(), radii.int().contiguous(), order, tiles_x, tiles_y)
+        offsets, gauss_id = _ext.tile_lists(
+            means2d.detach().contiguous(), radii.int().contiguous(), order, tiles_x, tiles_y
+        )
     dtype = features.dtype
     out, T, _ = _Composite.apply(
-        means2d.to(dtype).contiguous(), conics.to(dtype).contiguous(), opacities.to(dtype).contiguous(),
-        features.contiguous(), offsets, gauss_id, tiles_x, tiles_y, width, height,
+        means2d.to(dtype).contiguous(),
+        conics.to(dtype).contiguous(),
+        opacities.to(dtype).contiguous(),
+        features.contiguous(),
+        offsets,
+        gauss_id,
+        tiles_x,
+        tiles_y,
+        width,
+        height,
     )
     return out, (1.0 - T)[..., None]
 
@@ -126,6 +145,9 @@ def rasterize_image_cpp(
 if __name__ == "__main__":
     # scripts/setup.sh builds the kernel here so the first training run does not wait for it.
     if load(verbose="-v" in sys.argv) is None:
-        print(f"modgs: warning: compiled CPU rasterizer not built ({_error}); the PyTorch path will be used", file=sys.stderr)
+        print(
+            f"modgs: warning: compiled CPU rasterizer not built ({_error}); the PyTorch path will be used",
+            file=sys.stderr,
+        )
     else:
         print(f"modgs: compiled CPU rasterizer ready ({build_directory()})")

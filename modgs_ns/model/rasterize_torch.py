@@ -79,9 +79,15 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     w, x, y, z = q.unbind(-1)
     R = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         -1,
     ).reshape(*q.shape[:-1], 3, 3)
@@ -89,7 +95,9 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)
 
 
-def project(means: Tensor, covars: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int, near: float, far: float):
+def project(
+    means: Tensor, covars: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int, near: float, far: float
+):
     """One camera: (means2d [N,2], conics [N,3], depths [N], radii [N] int32) as gsplat computes them."""
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     mc = means @ R.T + t
@@ -295,7 +303,9 @@ def rasterization_torch(
             col = torch.clamp_min(eval_sh(sh_degree, means - campos, colors) + 0.5, 0.0)
         d = depths[ci][:, None]
         feats = {"RGB": [col], "D": [d], "ED": [d], "RGB+D": [col, d], "RGB+ED": [col, d]}[render_mode]
-        img, alpha = composite(means2d[ci], conics[ci], opacities, torch.cat(feats, -1), depths[ci], radii[ci], width, height)
+        img, alpha = composite(
+            means2d[ci], conics[ci], opacities, torch.cat(feats, -1), depths[ci], radii[ci], width, height
+        )
         if render_mode in ("ED", "RGB+ED"):
             img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp_min(1e-10)], -1)
         if backgrounds is not None:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -44,8 +46,9 @@ def fit_order_preserving(src: np.ndarray, dst: np.ndarray) -> tuple[float, float
     return a, b
 
 
-def align_priors(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, reference: int,
-                 min_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def align_priors(
+    priors: np.ndarray, valid: np.ndarray, static: np.ndarray, reference: int, min_fraction: float = 0.01
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aligned depth [T,H,W] = a_i * prior_i + b_i so that static pixels agree with the reference.
 
     Falls back to all valid pixels when the static mask covers < min_fraction of the image.
@@ -91,7 +94,9 @@ def camera_flow(depth: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.n
     return (uv - np.stack([xs, ys], -1)).astype(np.float32)
 
 
-def static_mask_moving(flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.ndarray, threshold: float = 0.8) -> np.ndarray:
+def static_mask_moving(
+    flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.ndarray, threshold: float = 0.8
+) -> np.ndarray:
     """Per-frame static mask [T,H,W] for a moving camera: the observed flow to each neighbour frame
     minus the flow the camera motion alone gives (from the aligned depth and the poses) stays below
     `threshold` pixels. With a static camera this is exactly the flow-magnitude test."""
@@ -105,8 +110,16 @@ def static_mask_moving(flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.n
     return out
 
 
-def triangulate_flow(flow: np.ndarray, ok: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.ndarray,
-                     step: int = 3, max_error: float = 1.0, min_angle_deg: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def triangulate_flow(
+    flow: np.ndarray,
+    ok: np.ndarray,
+    K: np.ndarray,
+    c2w_i: np.ndarray,
+    c2w_j: np.ndarray,
+    step: int = 3,
+    max_error: float = 1.0,
+    min_angle_deg: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sparse depth of frame i from flow correspondences to frame j and the two poses.
 
     Returns (flat pixel indices in frame i, z-depth in frame i, in pose units). Kept: pixels on a
@@ -137,8 +150,9 @@ def triangulate_flow(flow: np.ndarray, ok: np.ndarray, K: np.ndarray, c2w_i: np.
     return (ys[keep].astype(np.int64) * w + xs[keep].astype(np.int64)), z
 
 
-def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_points: int = 50,
-                     trim: float = 0.2, metric: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def align_to_anchors(
+    priors: np.ndarray, valid: np.ndarray, anchors: list, min_points: int = 50, trim: float = 0.2, metric: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Aligned depth [T,H,W] = a_i prior_i + b_i fitted to each frame's sparse anchor depths
     (`anchors[i]` = (flat pixel indices, depths), e.g. from `triangulate_flow`), so every frame is in
     the poses' units and consistent across frames. Frames with fewer than `min_points` anchors take
@@ -164,8 +178,10 @@ def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_p
             a[i], b[i], used[i] = ai, bi, int(m.sum())
     good = np.flatnonzero(np.isfinite(a))
     if len(good) == 0:
-        raise ValueError("no frame has enough triangulated static points to align its depth to the poses "
-                         "(too little camera translation for the noise in flow and poses)")
+        raise ValueError(
+            "no frame has enough triangulated static points to align its depth to the poses "
+            "(too little camera translation for the noise in flow and poses)"
+        )
     for i in range(T):
         if not np.isfinite(a[i]):
             k = good[np.argmin(np.abs(good - i))]
@@ -177,12 +193,21 @@ def align_to_anchors(priors: np.ndarray, valid: np.ndarray, anchors: list, min_p
     return aligned.astype(np.float32), a, b, used
 
 
-def align_chain(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, flows: dict, K: np.ndarray,
-                c2ws: np.ndarray, reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def align_chain(
+    priors: np.ndarray,
+    valid: np.ndarray,
+    static: np.ndarray,
+    flows: dict,
+    K: np.ndarray,
+    c2ws: np.ndarray,
+    reference: int,
+    disparity: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alignment for a camera that only rotates (no baseline to triangulate): the reference frame
     keeps its prior; each other frame, outwards from it, is fitted to its already aligned neighbour
     at flow-corresponding static pixels, with the depth carried through the rotation
-    (z_j = (R_ji K^-1 p)_z z_i)."""
+    (z_j = (R_ji K^-1 p)_z z_i). `disparity`: priors are disparity, fitted as such (1/z_i = rz / z_j;
+    a global disparity shift, unknown here, is left out of the chain)."""
     T, h, w = priors.shape
     a, b = np.ones(T), np.zeros(T)
     aligned = priors.astype(np.float64).copy()
@@ -200,6 +225,118 @@ def align_chain(priors: np.ndarray, valid: np.ndarray, static: np.ndarray, flows
         m = static[i] & valid[i] & seen
         if m.sum() < 10:
             m = valid[i] & seen
-        a[i], b[i] = fit_order_preserving(priors[i][m], (dj / rz)[m])
+        a[i], b[i] = fit_order_preserving(priors[i][m], (dj * rz if disparity else dj / rz)[m])
         aligned[i] = priors[i] * a[i] + b[i]
     return aligned.astype(np.float32), a, b
+
+
+# ----------------------------------------------------------------------------- disparity priors
+def disparity_to_depth(disp: np.ndarray, valid: np.ndarray, far_ratio: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """(depth, valid) of aligned disparity [...,H,W]: depth = 1 / disparity where it is positive and not
+    farther than far_ratio x the frame's median depth; elsewhere (sky, far background, a shift that went
+    past zero) invalid with depth 0, never clamped into a wall."""
+    disp = np.asarray(disp, dtype=np.float64)
+    ok = valid & np.isfinite(disp) & (disp > 0)
+    flat_d, flat_ok = disp.reshape(-1, *disp.shape[-2:]), ok.reshape(-1, *disp.shape[-2:])
+    for d, m in zip(flat_d, flat_ok):
+        if m.any():
+            m &= d > np.median(d[m]) / far_ratio
+    depth = np.where(ok, 1.0 / np.where(ok, disp, 1.0), 0.0)
+    return depth.astype(np.float32), ok
+
+
+@dataclass
+class DisparityShift:
+    """The global disparity shift s (depth = 1 / (disparity + s)) that an affine-invariant disparity prior
+    leaves unknown for a static camera, as estimated from the angles between the dominant planes."""
+
+    shift: float
+    confident: bool
+    detail: str
+    planes: int = 0
+
+
+def _plane_ransac(u, v, d, tol, iters, rng):
+    """Best plane d = alpha u + beta v + gamma (an image-space affine map) by RANSAC: (coef, inlier mask)."""
+    A = np.stack([u, v, np.ones_like(u)], -1)
+    best, best_n = None, 0
+    for _ in range(iters):
+        pick = rng.choice(len(d), 3, replace=False)
+        try:
+            coef = np.linalg.solve(A[pick], d[pick])
+        except np.linalg.LinAlgError:
+            continue
+        n = int((np.abs(A @ coef - d) < tol).sum())
+        if n > best_n:
+            best, best_n = coef, n
+    if best is None:
+        return None, np.zeros(len(d), bool)
+    inl = np.abs(A @ best - d) < tol
+    coef, *_ = np.linalg.lstsq(A[inl], d[inl], rcond=None)
+    return coef, np.abs(A @ coef - d) < tol
+
+
+def disparity_shift_from_planes(
+    disp: np.ndarray,
+    valid: np.ndarray,
+    K: np.ndarray,
+    max_planes: int = 3,
+    min_fraction: float = 0.08,
+    tol: float = 0.06,
+    iters: int = 400,
+    seed: int = 0,
+) -> DisparityShift:
+    """Estimate s from one frame's aligned disparity [H,W], assuming its two largest planes are orthogonal
+    (a room's floor and wall, as MoDGS's normal prior in effect assumes).
+
+    A plane n . X = c seen by the camera has disparity d = (n . K^-1 [u, v, 1]) / c, affine in the pixel
+    (u, v), and a disparity shift keeps it affine: planes stay planes, only their angles change. With
+    the fitted d = alpha u + beta v + gamma, the plane's normal is (alpha fx, beta fy, gamma + alpha cx +
+    beta cy + s) up to scale, so orthogonality of two planes is a quadratic in s, solved in closed form;
+    a third plane, when there is one, must then be parallel or orthogonal to both (within 10 degrees).
+    `tol` is relative to the median disparity."""
+    h, w = disp.shape
+    ys, xs = np.nonzero(valid & np.isfinite(disp))
+    if len(xs) < 100:
+        return DisparityShift(0.0, False, "too few valid pixels")
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(len(xs), min(len(xs), 20000), replace=False)
+    u, v, d = xs[keep] + 0.5, ys[keep] + 0.5, disp[ys[keep], xs[keep]].astype(np.float64)
+    scale = float(np.median(np.abs(d))) or 1.0
+    planes, left = [], np.ones(len(d), bool)
+    for _ in range(max_planes):
+        if left.sum() < min_fraction * len(d):
+            break
+        coef, inl = _plane_ransac(u[left], v[left], d[left], tol * scale, iters, rng)
+        if coef is None or inl.sum() < min_fraction * len(d):
+            break
+        al, be, ga = coef
+        planes.append((al * K[0, 0], be * K[1, 1], ga + al * K[0, 2] + be * K[1, 2], int(inl.sum())))
+        idx = np.flatnonzero(left)
+        left[idx[inl]] = False
+    if len(planes) < 2:
+        return DisparityShift(0.0, False, f"{len(planes)} dominant plane(s): need two", len(planes))
+
+    def normal(p, s):
+        n = np.array([p[0], p[1], p[2] + s])
+        return n / max(np.linalg.norm(n), 1e-12)
+
+    (a1, b1, e1, _), (a2, b2, e2, _) = planes[0], planes[1]
+    # (a1 a2 + b1 b2) + (e1 + s)(e2 + s) = 0
+    roots = np.roots([1.0, e1 + e2, e1 * e2 + a1 * a2 + b1 * b2])
+    roots = [float(r.real) for r in roots if abs(r.imag) < 1e-12]
+    # The shift must leave (almost) every pixel in front of the camera.
+    roots = [s for s in roots if np.mean(d + s > 0) > 0.98]
+    if not roots:
+        return DisparityShift(0.0, False, "no shift makes the two largest planes orthogonal", len(planes))
+    s = min(roots, key=abs)
+    detail = f"planes of {planes[0][3]} and {planes[1][3]} px made orthogonal"
+    for p in planes[2:]:
+        n3 = normal(p, s)
+        for q in planes[:2]:
+            ang = np.degrees(np.arccos(np.clip(abs(n3 @ normal(q, s)), 0, 1)))
+            if 10 < ang < 80:
+                return DisparityShift(
+                    s, False, detail + f"; a third plane is at {ang:.0f} degrees to them", len(planes)
+                )
+    return DisparityShift(s, True, detail, len(planes))

@@ -54,10 +54,9 @@ class PreprocessConfig:
     """Folder of precomputed or sensor depth, one file (.npy, .png, .exr, ...) per source frame in name order."""
     depth_scale: float = 1.0
     """Multiplier applied to the files of --depth-dir (e.g. 0.001 for millimetre PNGs)."""
-    depth_kind: Literal["relative", "metric"] = "relative"
-    """What --depth-dir holds: relative depth (known up to scale and shift) or metric depth."""
-    disparity_offset: float = 0.05
-    """--depth-model: depth = 1 / (normalized disparity + this offset)."""
+    depth_kind: Literal["relative", "metric", "disparity"] = "relative"
+    """What --depth-dir holds: relative depth (known up to scale and shift), metric depth, or disparity up to
+    scale and shift (precomputed Depth Anything / MiDaS maps). --depth-model records its model's kind itself."""
     pairs: PairParams = field(default_factory=PairParams)
     """Flow, depth alignment and 3D-pair cache settings (recorded in the scene; ns-train rebuilds with them)."""
     eval_every: int = 8

@@ -1,11 +1,12 @@
-"""Depth priors behind one interface: `backend(rgb_uint8, k) -> depth [H,W] float32` for the k-th
-kept frame, and `backend.kind` ("relative_depth" or "metric_depth").
+"""Depth priors behind one interface: `backend(rgb_uint8, k) -> prior [H,W] float32` for the k-th
+kept frame, and `backend.kind` (scene/format.py PRIOR_KINDS: "relative_depth", "metric_depth" or
+"disparity"). Priors are stored in their own space; the caches align them there (pairs.py).
 
 - TransformersDepth: any `transformers` depth-estimation model from a local directory (Depth
   Anything V2, DPT, ...). No network: weights must already be on disk.
 - FolderDepth: precomputed maps (.npy, or 16-bit PNG times a scale), including sensor depth
   (RealSense / LiDAR: 16-bit PNG in millimetres, `--depth-scale 0.001`, metric).
-Zeros are "no depth"; non-finite values are an error (a broken file, not a measurement).
+Zeros are "no depth" (depth kinds); non-finite values are an error (a broken file, not a measurement).
 """
 
 from __future__ import annotations
@@ -21,21 +22,11 @@ from modgs_ns.scene.errors import PreprocessError
 DEPTH_EXTS = (".npy", ".png", ".tif", ".tiff")
 
 
-def disparity_to_depth(disp: np.ndarray, offset: float = 0.05) -> np.ndarray:
-    """Relative (affine-invariant) disparity -> a depth-like map: disparity normalized to [0, 1]
-    by its 1st/99th percentiles, then depth = 1 / (d + offset). The unknown shift of relative
-    disparity cannot be recovered from one image; `offset` bounds the far range at 1/offset times
-    the near one, and the per-frame scale/shift alignment absorbs the rest."""
-    lo, hi = np.percentile(disp, 1), np.percentile(disp, 99)
-    d = np.clip((disp - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    return (1.0 / (d + offset)).astype(np.float32)
-
-
 class TransformersDepth:
     """A `transformers` depth-estimation model from a local folder (config.json, weights,
     preprocessor_config.json), e.g. depth-anything/Depth-Anything-V2-Small-hf downloaded elsewhere."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu", disparity_offset: float = 0.05):
+    def __init__(self, model_dir: Path, device: str = "cpu"):
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise PreprocessError(
@@ -47,34 +38,50 @@ class TransformersDepth:
             import torch
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
         except ImportError:
-            raise PreprocessError("--depth-model needs the transformers package: pip install 'modgs-ns[depth]'") from None
+            raise PreprocessError(
+                "--depth-model needs the transformers package: pip install 'modgs-ns[depth]'"
+            ) from None
         try:
             self.processor = AutoImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
-            self.model = AutoModelForDepthEstimation.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+            self.model = (
+                AutoModelForDepthEstimation.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+            )
         except (OSError, ValueError) as err:
-            raise PreprocessError(f"cannot load the depth model in {model_dir}: {' '.join(str(err).split())[:200]}") from None
-        self.torch, self.device, self.offset = torch, device, disparity_offset
-        # Depth Anything "relative" and DPT predict inverse depth; "metric" models predict depth.
+            raise PreprocessError(
+                f"cannot load the depth model in {model_dir}: {' '.join(str(err).split())[:200]}"
+            ) from None
+        self.torch, self.device = torch, device
+        # Depth Anything "relative", MiDaS and DPT predict affine-invariant disparity, kept as it is
+        # (aligned in disparity space by the caches); "metric" models predict depth.
         est = getattr(self.model.config, "depth_estimation_type", None)
-        self.outputs_disparity = est != "metric"
-        self.kind = "relative_depth" if self.outputs_disparity else "metric_depth"
+        self.kind = "metric_depth" if est == "metric" else "disparity"
 
     def __call__(self, rgb: np.ndarray, k: int) -> np.ndarray:
         torch = self.torch
         inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
         with torch.no_grad():
             pred = self.model(**inputs).predicted_depth  # [1, h, w]
-        pred = torch.nn.functional.interpolate(pred[:, None].float(), size=rgb.shape[:2], mode="bicubic", align_corners=False)
-        out = pred[0, 0].cpu().numpy()
-        return disparity_to_depth(out, self.offset) if self.outputs_disparity else np.maximum(out, 0).astype(np.float32)
+        pred = torch.nn.functional.interpolate(
+            pred[:, None].float(), size=rgb.shape[:2], mode="bicubic", align_corners=False
+        )
+        out = pred[0, 0].cpu().numpy().astype(np.float32)
+        return out if self.kind == "disparity" else np.maximum(out, 0)
 
 
 class FolderDepth:
     """One file per frame, sorted by name: either one per source frame (indexed by the frame's
     source index, so --stride works) or one per kept frame (in order)."""
 
-    def __init__(self, folder: Path, source_index: list, n_source: Optional[int], size: tuple, source_size: tuple,
-                 scale: float = 1.0, kind: str = "relative_depth"):
+    def __init__(
+        self,
+        folder: Path,
+        source_index: list,
+        n_source: Optional[int],
+        size: tuple,
+        source_size: tuple,
+        scale: float = 1.0,
+        kind: str = "relative_depth",
+    ):
         folder = Path(folder)
         if not folder.is_dir():
             raise PreprocessError(f"depth folder {folder} does not exist")
@@ -115,11 +122,12 @@ class FolderDepth:
             )
         if shape != self.size:
             d = cv2.resize(d, self.size, interpolation=cv2.INTER_NEAREST)  # never blend across depth edges
-        return np.maximum(d, 0.0)
+        return d if self.kind == "disparity" else np.maximum(d, 0.0)
 
 
-def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_from_depth: np.ndarray,
-                   color_size: tuple) -> np.ndarray:
+def register_depth(
+    depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_from_depth: np.ndarray, color_size: tuple
+) -> np.ndarray:
     """A depth sensor's z-depth map [H,W] re-expressed in the colour camera (RGB-D cameras such as
     RealSense have two, a few cm apart): each valid depth pixel is lifted with K_depth, moved by the
     4x4 `color_from_depth` (OpenCV axes), projected with K_color, and the nearest surface kept per
@@ -141,8 +149,12 @@ def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, 
     out = out.reshape(H, W)
     # A depth camera with a wider view than the colour one leaves empty colour pixels between the
     # splats: each takes the nearest of its splatted 3x3 neighbours (larger holes stay empty).
-    near = cv2.erode(np.where(np.isfinite(out), out, np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
-                     borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    near = cv2.erode(
+        np.where(np.isfinite(out), out, np.inf).astype(np.float32),
+        np.ones((3, 3), np.uint8),
+        borderType=cv2.BORDER_CONSTANT,
+        borderValue=np.inf,
+    )
     out = np.where(np.isfinite(out), out, near)
     out[~np.isfinite(out)] = 0.0
     return out.astype(np.float32)

@@ -8,6 +8,7 @@ or depth edge) | flow to the next frame (hue = direction, brightness = magnitude
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 
 from modgs_ns.preprocess.flow import make_flow
 from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, PairParams, load_valid_masks
-from modgs_ns.scene.format import load_depth_prior, load_scene_meta, training_frames
+from modgs_ns.scene.format import load_depth_prior, load_scene_meta, prior_kind, training_frames
 
 
 def _colormap(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -44,8 +45,10 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
     root, meta = load_scene_meta(root)
     frames = {Path(f["file_path"]).name: f for f in training_frames(meta)}
     names, valid = load_valid_masks(root)
+    kind = prior_kind(meta)
     with np.load(root / DEPTH_CACHE) as z:
         aligned, static = z["depth"], z["static"]
+        shift = json.loads(str(z["disparity_shift"])) if "disparity_shift" in z.files else {}
         static = np.broadcast_to(static, aligned.shape)  # one mask (static camera) or one per frame
     with np.load(root / PAIRS_CACHE) as z:
         counts = z["counts"]
@@ -57,7 +60,7 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
     for i in picks:
         f = frames[names[i]]
         img = cv2.imread(str(root / f["file_path"]))
-        prior, pv = load_depth_prior(root / f["depth_prior_path"], H, W)
+        prior, pv = load_depth_prior(root / f["depth_prior_path"], H, W, kind)
         plo, phi = np.percentile(prior[pv], [2, 98]) if pv.any() else (0.0, 1.0)
         masks = np.zeros((H, W, 3), np.uint8)
         masks[static[i] & valid[i]] = (60, 200, 60)
@@ -67,9 +70,16 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
         fl = flow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), cv2.cvtColor(nxt, cv2.COLOR_BGR2RGB))
         cells = [
             _label(img, f"frame {i} t={float(f['time']):.2f}"),
-            _label(_colormap(prior, plo, phi), "depth prior"),
+            _label(
+                _colormap(
+                    -prior if kind == "disparity" else prior, *((-phi, -plo) if kind == "disparity" else (plo, phi))
+                ),
+                f"prior ({kind})",
+            ),
             _label(_colormap(aligned[i], lo, hi), "aligned depth"),
-            _label(masks, f"static {100 * (static[i] & valid[i]).mean():.0f}%  dropped {100 * (~valid[i]).mean():.0f}%"),
+            _label(
+                masks, f"static {100 * (static[i] & valid[i]).mean():.0f}%  dropped {100 * (~valid[i]).mean():.0f}%"
+            ),
             _label(flow_to_bgr(fl), f"flow -> {j}"),
         ]
         out_rows.append(np.concatenate(cells, 1))
@@ -82,8 +92,22 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
     for i, c in enumerate(per):
         h = int(80 * c / top)
         cv2.rectangle(chart, (int(i * bw) + 1, 100 - h), (int((i + 1) * bw) - 1, 100), (180, 120, 40), -1)
-    cv2.putText(chart, f"valid 3D pairs per frame (max {int(top)}, min {int(per.min())})", (6, 14),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        chart,
+        f"valid 3D pairs per frame (max {int(top)}, min {int(per.min())})"
+        + (
+            f"   disparity shift applied {shift['applied']:.4g} ({shift['source']}; estimate {shift['estimate']:.4g}, "
+            f"{100 * shift['estimate_relative']:.0f}% of the median disparity)"
+            if shift
+            else ""
+        ),
+        (6, 14),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     cv2.imwrite(str(tmp), np.concatenate([sheet, chart], 0))

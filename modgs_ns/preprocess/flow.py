@@ -71,13 +71,15 @@ class RAFTFlow:
 
 
 def make_flow(name: str, raft_checkpoint: str = ""):
-    """"dis-ultrafast|fast|medium|fine" (no weights) or "raft-small|large" (needs a checkpoint)."""
+    """ "dis-ultrafast|fast|medium|fine" (no weights) or "raft-small|large" (needs a checkpoint)."""
     kind, _, variant = name.partition("-")
     if kind == "dis" and variant in DIS_PRESETS:
         return DISFlow(variant)
     if kind == "raft" and variant in ("small", "large"):
         return RAFTFlow(raft_checkpoint, variant)
-    raise ValueError(f"unknown flow method {name!r}: use dis-ultrafast, dis-fast, dis-medium, dis-fine, raft-small, raft-large (or gt on a generated scene)")
+    raise ValueError(
+        f"unknown flow method {name!r}: use dis-ultrafast, dis-fast, dis-medium, dis-fine, raft-small, raft-large (or gt on a generated scene)"
+    )
 
 
 def sample_bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from modgs_ns.scene.errors import PreprocessError
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
-
 @dataclass
 class FrameSet:
     images: list = field(default_factory=list)  # RGB uint8 [H,W,3], after resizing
@@ -52,7 +51,9 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def read_video(path: Path, stride: int = 1, max_frames: int = 0, max_side: int = 480, progress: Optional[Callable] = None) -> FrameSet:
+def read_video(
+    path: Path, stride: int = 1, max_frames: int = 0, max_side: int = 480, progress: Optional[Callable] = None
+) -> FrameSet:
     path = Path(path)
     if not path.is_file():
         raise PreprocessError(f"video {path} does not exist")
@@ -99,8 +100,14 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image_folder(path: Path, stride: int = 1, max_frames: int = 0, max_side: int = 480, fps: float = 30.0,
-                      progress: Optional[Callable] = None) -> FrameSet:
+def read_image_folder(
+    path: Path,
+    stride: int = 1,
+    max_frames: int = 0,
+    max_side: int = 480,
+    fps: float = 30.0,
+    progress: Optional[Callable] = None,
+) -> FrameSet:
     path = Path(path)
     if not path.is_dir():
         raise PreprocessError(f"image folder {path} does not exist")
@@ -120,7 +127,9 @@ def _frames_from_files(files, stride, max_frames, max_side, fps, progress) -> Fr
             out.source_size = (img.shape[1], img.shape[0])
             size = target_size(img.shape[1], img.shape[0], max_side)
         elif (img.shape[1], img.shape[0]) != out.source_size:
-            raise PreprocessError(f"{f} is {img.shape[1]}x{img.shape[0]}, the first image is {out.source_size[0]}x{out.source_size[1]}")
+            raise PreprocessError(
+                f"{f} is {img.shape[1]}x{img.shape[0]}, the first image is {out.source_size[0]}x{out.source_size[1]}"
+            )
         out.images.append(_resize(img, size))
         out.source_index.append(i)
         out.source_names.append(f.name)
@@ -132,8 +141,14 @@ def _frames_from_files(files, stride, max_frames, max_side, fps, progress) -> Fr
     return out
 
 
-def read_nerfstudio_data(path: Path, stride: int = 1, max_frames: int = 0, max_side: int = 480, fps: float = 30.0,
-                         progress: Optional[Callable] = None) -> FrameSet:
+def read_nerfstudio_data(
+    path: Path,
+    stride: int = 1,
+    max_frames: int = 0,
+    max_side: int = 480,
+    fps: float = 30.0,
+    progress: Optional[Callable] = None,
+) -> FrameSet:
     """An `ns-process-data` output (transforms.json + images): its poses and intrinsics are kept;
     frames are ordered by file name (ns-process-data video names them frame_00001.png, ...)."""
     path = Path(path)

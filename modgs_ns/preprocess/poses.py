@@ -30,8 +30,14 @@ class PoseError(PreprocessError):
 
 
 # ----------------------------------------------------------------------------- structure from motion
-def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Optional[Sequence[np.ndarray]] = None,
-                 overlap: int = 10, workdir: Optional[Path] = None, min_side: int = 480) -> np.ndarray:
+def colmap_poses(
+    images: Sequence[np.ndarray],
+    K: np.ndarray,
+    dynamic_masks: Optional[Sequence[np.ndarray]] = None,
+    overlap: int = 10,
+    workdir: Optional[Path] = None,
+    min_side: int = 480,
+) -> np.ndarray:
     """c2w [T,4,4] from pycolmap's incremental mapper; PoseError unless every frame ends up in one
     model. Intrinsics are fixed (PINHOLE, not refined): the scene's K
     is the one training uses. `dynamic_masks` (True = moving) are written as COLMAP masks."""
@@ -72,8 +78,14 @@ def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Opt
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.use_gpu = False
         extraction.num_threads = 1  # with more threads the mapper's result varies from run to run
-        pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                                  extraction_options=extraction, device=pycolmap.Device.cpu)
+        pycolmap.extract_features(
+            db,
+            img_dir,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = overlap
         pairing.num_threads = 1
@@ -102,8 +114,10 @@ def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Opt
                 break
             shutil.rmtree(tmp / "sparse", ignore_errors=True)
         if n_reg < T:
-            raise PoseError(f"structure from motion registered {n_reg} of {T} frames (too little parallax, "
-                            "too few features or too much motion); try --poses rotation for a camera that only turns")
+            raise PoseError(
+                f"structure from motion registered {n_reg} of {T} frames (too little parallax, "
+                "too few features or too much motion); try --poses rotation for a camera that only turns"
+            )
         c2w = np.zeros((T, 4, 4))
         by_name = {im.name: im for im in best.images.values()}
         for k, n in enumerate(names):
@@ -118,8 +132,9 @@ def colmap_poses(images: Sequence[np.ndarray], K: np.ndarray, dynamic_masks: Opt
 
 
 # ----------------------------------------------------------------------------- rotation only
-def relative_rotation(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray, mask_a: Optional[np.ndarray] = None,
-                      min_inliers: int = 20) -> tuple[np.ndarray, int]:
+def relative_rotation(
+    img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray, mask_a: Optional[np.ndarray] = None, min_inliers: int = 20
+) -> tuple[np.ndarray, int]:
     """R_ba (camera a -> camera b coordinates, OpenCV axes) of a purely rotating camera from SIFT
     matches (mask_a: True where features may be used), and the number of matches it rests on."""
     pa, pb = sift_matches(img_a, img_b, mask_a)
@@ -145,8 +160,9 @@ def relative_rotation(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray, mask_
     return R, int(keep.sum())
 
 
-def rotation_poses(images: Sequence[np.ndarray], K: np.ndarray, static_masks: Optional[Sequence[np.ndarray]] = None,
-                   reference: int = 0) -> np.ndarray:
+def rotation_poses(
+    images: Sequence[np.ndarray], K: np.ndarray, static_masks: Optional[Sequence[np.ndarray]] = None, reference: int = 0
+) -> np.ndarray:
     """c2w [T,4,4] of a camera turning about its centre: chained frame-to-frame rotations, the
     reference frame's pose the identity (as a static camera's), every centre at the origin."""
     T = len(images)

@@ -44,7 +44,9 @@ def _source_key(path: Path) -> list:
         st = p.stat()
         return [str(p.resolve()), st.st_size, st.st_mtime_ns]
     if p.is_dir():
-        return [str(p.resolve())] + sorted([q.name, q.stat().st_size, q.stat().st_mtime_ns] for q in p.iterdir() if q.is_file())
+        return [str(p.resolve())] + sorted(
+            [q.name, q.stat().st_size, q.stat().st_mtime_ns] for q in p.iterdir() if q.is_file()
+        )
     return [str(p)]
 
 
@@ -55,7 +57,9 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=CONSOLE)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=CONSOLE
+    )
 
 
 def _check_writable(out: Path) -> bool:
@@ -106,12 +110,21 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     source = cfg.video or cfg.images or cfg.nerfstudio_data
 
     # 1. frames -------------------------------------------------------------------------------
-    frames_key = _key("frames", _source_key(source), cfg.stride, cfg.max_frames, cfg.max_side, cfg.fps,
-                      "video" if cfg.video else "images" if cfg.images else "nerfstudio")
+    frames_key = _key(
+        "frames",
+        _source_key(source),
+        cfg.stride,
+        cfg.max_frames,
+        cfg.max_side,
+        cfg.fps,
+        "video" if cfg.video else "images" if cfg.images else "nerfstudio",
+    )
     t0 = time.time()
     fs: Optional[FrameSet] = None
     meta_frames = state.get("frames", {})
-    if meta_frames.get("key") == frames_key and all((out / "images" / n).is_file() for n in meta_frames.get("names", [])):
+    if meta_frames.get("key") == frames_key and all(
+        (out / "images" / n).is_file() for n in meta_frames.get("names", [])
+    ):
         CONSOLE.print(f"modgs-preprocess: frames up to date ({len(meta_frames['names'])}), skipped")
         names = meta_frames["names"]
     else:
@@ -132,10 +145,16 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
             cv2.imwrite(str(tmp / n), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         _replace_dir(tmp, out / "images")
         meta_frames = {
-            "key": frames_key, "names": names, "source_index": fs.source_index, "timestamps": fs.timestamps,
-            "times": fs.times().tolist(), "size": [fs.images[0].shape[1], fs.images[0].shape[0]],
-            "source_size": list(fs.source_size), "poses": None if fs.poses is None else [p.tolist() for p in fs.poses],
-            "intrinsics": fs.intrinsics, "source": str(source),
+            "key": frames_key,
+            "names": names,
+            "source_index": fs.source_index,
+            "timestamps": fs.timestamps,
+            "times": fs.times().tolist(),
+            "size": [fs.images[0].shape[1], fs.images[0].shape[0]],
+            "source_size": list(fs.source_size),
+            "poses": None if fs.poses is None else [p.tolist() for p in fs.poses],
+            "intrinsics": fs.intrinsics,
+            "source": str(source),
         }
         state = {"frames": meta_frames}  # later steps depend on the frames: recompute them
         write_json_atomic(state_path, state)
@@ -145,9 +164,21 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     # 2. camera poses --------------------------------------------------------------------------
     pose_mode = cfg.poses or ("given" if cfg.nerfstudio_data else "static")
     if pose_mode == "given" and not meta_frames.get("poses"):
-        raise PreprocessError("--poses given needs an input with poses (--nerfstudio-data FOLDER with a transforms.json)")
-    poses_key = _key("poses", frames_key, pose_mode, cfg.pose_fallback, _source_key(cfg.dynamic_masks) if cfg.dynamic_masks else None,
-                     cfg.fov_deg, cfg.fx, cfg.fy, cfg.cx, cfg.cy)
+        raise PreprocessError(
+            "--poses given needs an input with poses (--nerfstudio-data FOLDER with a transforms.json)"
+        )
+    poses_key = _key(
+        "poses",
+        frames_key,
+        pose_mode,
+        cfg.pose_fallback,
+        _source_key(cfg.dynamic_masks) if cfg.dynamic_masks else None,
+        cfg.fov_deg,
+        cfg.fx,
+        cfg.fy,
+        cfg.cx,
+        cfg.cy,
+    )
     t0 = time.time()
     if state.get("poses", {}).get("key") == poses_key:
         CONSOLE.print(f"modgs-preprocess: poses up to date ({state['poses']['method']}), skipped")
@@ -163,21 +194,28 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
 
     # 3. depth prior ----------------------------------------------------------------------------
     if cfg.depth_model is not None:
-        dsrc = ["model", _source_key(Path(cfg.depth_model) / "config.json"), cfg.disparity_offset]
+        dsrc = ["model", _source_key(Path(cfg.depth_model) / "config.json")]
     else:
         dsrc = ["folder", _source_key(cfg.depth_dir), cfg.depth_scale, cfg.depth_kind]
     depth_key = _key("depth", frames_key, dsrc)
     t0 = time.time()
-    if state.get("depth", {}).get("key") == depth_key and all((out / "depth_prior" / n.replace(".png", ".npy")).is_file() for n in names):
+    if state.get("depth", {}).get("key") == depth_key and all(
+        (out / "depth_prior" / n.replace(".png", ".npy")).is_file() for n in names
+    ):
         CONSOLE.print("modgs-preprocess: depth prior up to date, skipped")
         depth_kind = state["depth"]["kind"]
     else:
         if cfg.depth_model is not None:
-            backend = TransformersDepth(cfg.depth_model, disparity_offset=cfg.disparity_offset)
+            backend = TransformersDepth(cfg.depth_model)
         else:
             backend = FolderDepth(
-                cfg.depth_dir, meta_frames["source_index"], S.count_source(cfg, meta_frames), (W, H),
-                tuple(meta_frames["source_size"]), cfg.depth_scale, f"{cfg.depth_kind}_depth",
+                cfg.depth_dir,
+                meta_frames["source_index"],
+                S.count_source(cfg, meta_frames),
+                (W, H),
+                tuple(meta_frames["source_size"]),
+                cfg.depth_scale,
+                {"relative": "relative_depth", "metric": "metric_depth"}.get(cfg.depth_kind, cfg.depth_kind),
             )
         depth_kind = backend.kind
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-depth-"))
@@ -219,7 +257,11 @@ def _run(cfg: PreprocessConfig, out: Path) -> dict:
     meta["modgs"]["preprocess"]["timings_s"] = timings
     meta["modgs"]["preprocess"]["caches"] = stats
     write_scene(out, meta)
-    return {"frames": len(names), "size": (W, H), "timings": timings, "caches": stats, "depth_kind": depth_kind,
-            "poses": poses_state["method"]}
-
-
+    return {
+        "frames": len(names),
+        "size": (W, H),
+        "timings": timings,
+        "caches": stats,
+        "depth_kind": depth_kind,
+        "poses": poses_state["method"],
+    }

@@ -58,8 +58,9 @@ def intrinsics(cfg: PreprocessConfig, mf: dict, W: int, H: int) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def estimate_poses(cfg: PreprocessConfig, mode: str, out: Path, names: list, fs: Optional[FrameSet], mf: dict,
-                    K: np.ndarray) -> tuple[np.ndarray, str]:
+def estimate_poses(
+    cfg: PreprocessConfig, mode: str, out: Path, names: list, fs: Optional[FrameSet], mf: dict, K: np.ndarray
+) -> tuple[np.ndarray, str]:
     T = len(names)
     if mode == "static":
         return np.tile(np.eye(4), (T, 1, 1)), "static (identity poses)"
@@ -68,7 +69,9 @@ def estimate_poses(cfg: PreprocessConfig, mode: str, out: Path, names: list, fs:
     from modgs_ns.preprocess import poses as P
 
     images = fs.images if fs is not None else [read_frame(out, n) for n in names]
-    masks = read_dynamic_masks(cfg.dynamic_masks, mf, images[0].shape[1], images[0].shape[0]) if cfg.dynamic_masks else None
+    masks = (
+        read_dynamic_masks(cfg.dynamic_masks, mf, images[0].shape[1], images[0].shape[0]) if cfg.dynamic_masks else None
+    )
     if mode == "colmap":
         CONSOLE.print(f"modgs-preprocess: structure from motion (pycolmap, CPU) on {T} frames")
         try:
@@ -88,7 +91,9 @@ def read_dynamic_masks(folder: Path, mf: dict, W: int, H: int) -> list:
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (*IMAGE_EXTS, ".npy"))
     need = max(mf["source_index"]) + 1
     if len(files) < need:
-        raise PreprocessError(f"--dynamic-masks {folder} has {len(files)} masks; the frames need {need} (one per source frame)")
+        raise PreprocessError(
+            f"--dynamic-masks {folder} has {len(files)} masks; the frames need {need} (one per source frame)"
+        )
     out = []
     for k in mf["source_index"]:
         p = files[k]
@@ -105,25 +110,50 @@ def scene_meta(cfg: PreprocessConfig, mf: dict, poses: dict, depth_kind: str, W:
     frames = []
     for k, n in enumerate(mf["names"]):
         pose = poses["c2w"][k]
-        frames.append({
-            "file_path": f"images/{n}", "depth_prior_path": f"depth_prior/{n.replace('.png', '.npy')}",
-            "time": mf["times"][k], "frame_index": k, "source_frame_index": mf["source_index"][k],
-            "timestamp": mf["timestamps"][k], "camera": "train", "transform_matrix": pose,
-        })
+        frames.append(
+            {
+                "file_path": f"images/{n}",
+                "depth_prior_path": f"depth_prior/{n.replace('.png', '.npy')}",
+                "time": mf["times"][k],
+                "frame_index": k,
+                "source_frame_index": mf["source_index"][k],
+                "timestamp": mf["timestamps"][k],
+                "camera": "train",
+                "transform_matrix": pose,
+            }
+        )
     # A monocular video has no held-out camera: val/test are every eval_every-th training view.
     held = [f"images/{n}" for n in mf["names"][:: max(1, cfg.eval_every)]]
     return {
-        "camera_model": "OPENCV", "w": W, "h": H, "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy,
-        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        "camera_model": "OPENCV",
+        "w": W,
+        "h": H,
+        "fl_x": fx,
+        "fl_y": fy,
+        "cx": cx,
+        "cy": cy,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
         "frames": frames,
-        "train_filenames": [f"images/{n}" for n in mf["names"]], "val_filenames": held, "test_filenames": held,
+        "train_filenames": [f"images/{n}" for n in mf["names"]],
+        "val_filenames": held,
+        "test_filenames": held,
         "ply_file_path": "points3d.ply",
         "modgs": {
-            "format_version": 1, "source": "modgs-preprocess", "num_frames": len(frames),
+            "format_version": 1,
+            "source": "modgs-preprocess",
+            "num_frames": len(frames),
             "depth_prior": {"dir": "depth_prior", "format": "npy", "kind": depth_kind},
-            "seed_points": "points3d.ply", "pairs": asdict(cfg.pairs),
-            "preprocess": {"input": mf["source"], "stride": cfg.stride, "max_side": cfg.max_side,
-                           "camera": poses["method"]},
+            "seed_points": "points3d.ply",
+            "pairs": asdict(cfg.pairs),
+            "preprocess": {
+                "input": mf["source"],
+                "stride": cfg.stride,
+                "max_side": cfg.max_side,
+                "camera": poses["method"],
+            },
         },
     }
 

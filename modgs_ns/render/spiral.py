@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def spiral_poses(c2w: np.ndarray, focus_depth: float, num_frames: int, radius: float, rotations: float = 1.0) -> np.ndarray:
+def spiral_poses(
+    c2w: np.ndarray, focus_depth: float, num_frames: int, radius: float, rotations: float = 1.0
+) -> np.ndarray:
     """[N,4,4] camera-to-world (OpenGL) on a circle of `radius` in the camera's image plane."""
     c2w = np.asarray(c2w, dtype=np.float64)
     if c2w.shape == (3, 4):

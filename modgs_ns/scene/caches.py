@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -58,9 +58,17 @@ class PairParams:
     direct: flow computed between the two frames themselves, cycle-checked (MoDGS's exhaustive RAFT)."""
     raft_checkpoint: str = ""
     """Local RAFT state-dict file (no download here)."""
+    disparity_shift: Optional[float] = None
+    """Disparity priors, static or turning camera: the global shift s in depth = 1 / (aligned disparity + s),
+    in the reference frame's disparity units. None: estimated by making the two dominant planes orthogonal,
+    applied only when that estimate is confident (else 0: plain inverse disparity)."""
+    disparity_far_ratio: float = 50.0
+    """Disparity priors: pixels farther than this many times the frame's median depth (sky, far background)
+    are invalid instead of clamped."""
     reference_frame: int = -1
     """Frame the others are aligned to; -1 = the middle frame."""
     seed: int = 0
+    """Seed of the source-pixel subsets and of the plane fits."""
 
 
 def atomic_savez(path: Path, **arrays) -> None:

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 
-def sift_matches(a: np.ndarray, b: np.ndarray, mask_a: Optional[np.ndarray] = None, ratio: float = 0.75,
-                 nfeatures: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+def sift_matches(
+    a: np.ndarray, b: np.ndarray, mask_a: Optional[np.ndarray] = None, ratio: float = 0.75, nfeatures: int = 4000
+) -> tuple[np.ndarray, np.ndarray]:
     """Matched pixel coordinates [N,2], [N,2] (float64) between two uint8 images (RGB or grey);
     mask_a: True where features of `a` may be used."""
     sift = cv2.SIFT_create(nfeatures=nfeatures)

@@ -45,7 +45,9 @@ def write_ply_points(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     """Binary little-endian PLY with float xyz and uchar rgb (what open3d and nerfstudio read)."""
     xyz = np.asarray(xyz, dtype=np.float32)
     rgb = np.asarray(rgb, dtype=np.uint8)
-    rec = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    rec = np.empty(
+        len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     rec["x"], rec["y"], rec["z"] = xyz.T
     rec["red"], rec["green"], rec["blue"] = rgb.T
     header = (
@@ -121,8 +123,24 @@ def validate_scene(root: Path, meta: dict, require_prior: bool = True) -> None:
         raise SceneFormatError(missing[0] + more)
 
 
-def load_depth_prior(path: Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(depth [H,W] float32, valid [H,W] bool), resized to the image size when it was downscaled."""
+PRIOR_KINDS = ("relative_depth", "metric_depth", "disparity")
+"""What a scene's prior files hold: depth known up to scale and shift, metric depth, or affine-invariant
+disparity (inverse depth up to scale and shift: Depth Anything V2 "relative", MiDaS, DPT)."""
+
+
+def prior_kind(meta: dict) -> str:
+    kind = meta.get("modgs", {}).get("depth_prior", {}).get("kind", "relative_depth")
+    if kind not in PRIOR_KINDS:
+        raise SceneFormatError(f"modgs.depth_prior.kind is {kind!r}; expected one of {', '.join(PRIOR_KINDS)}")
+    return kind
+
+
+def load_depth_prior(
+    path: Path, height: int, width: int, kind: str = "relative_depth"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(prior [H,W] float32, valid [H,W] bool), resized to the image size when it was downscaled.
+    Depth priors are valid where finite and positive (0 = no depth); disparity wherever finite (its
+    unknown shift makes any sign possible)."""
     import cv2
 
     path = Path(path)
@@ -139,5 +157,5 @@ def load_depth_prior(path: Path, height: int, width: int) -> tuple[np.ndarray, n
         if abs(h / w - height / width) > 0.02:
             raise SceneFormatError(f"depth prior {path} is {w}x{h}, its image is {width}x{height}")
         depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-    valid = np.isfinite(depth) & (depth > 0)
+    valid = np.isfinite(depth) & ((depth > 0) | (kind == "disparity"))
     return np.where(valid, depth, 0.0).astype(np.float32), valid

@@ -26,6 +26,7 @@ class EvalArgs:
     output_dir: Optional[Path] = None
     """Where metrics.json and grids/ go (default: eval/ next to the config)."""
     split: Literal["test", "val"] = "test"
+    """Which held-out split to score."""
     test_camera_scale: Optional[float] = None
     """Reconstruction units per scene unit for the held-out poses; default: solved (and reported)."""
     scale_method: Literal["auto", "metric-depth", "matches", "none"] = "auto"
@@ -33,6 +34,7 @@ class EvalArgs:
     lpips_weights: Optional[Path] = None
     """Folder with torchvision's alexnet-owt-7be5be79.pth / vgg16-397923af.pth (no download here)."""
     lpips_nets: tuple[str, ...] = ("alex", "vgg")
+    """LPIPS backbones to score with (each skipped with a note when its weights are not on disk)."""
     protocol: Literal["full", "modgs"] = "full"
     """full: metrics on whole images (and masks); modgs: MoDGS's own protocol, both images multiplied
     by the rendered alpha > 0.5 first."""
@@ -52,20 +54,29 @@ def main(args: EvalArgs) -> int:
     def update(config):
         dp = config.pipeline.datamanager.dataparser
         if not hasattr(dp, "test_camera_scale"):
-            print(f"modgs-eval: error: {args.load_config} is not a modgs run (dataparser {type(dp).__name__})", file=sys.stderr)
+            print(
+                f"modgs-eval: error: {args.load_config} is not a modgs run (dataparser {type(dp).__name__})",
+                file=sys.stderr,
+            )
             sys.exit(2)
         dp.test_camera_scale = args.test_camera_scale
         dp.test_camera_scale_method = args.scale_method
         return config
 
-    config, pipeline, ckpt, step = eval_setup(args.load_config, test_mode=args.split if args.split == "test" else "val", update_config_callback=update)
+    config, pipeline, ckpt, step = eval_setup(
+        args.load_config, test_mode=args.split if args.split == "test" else "val", update_config_callback=update
+    )
     from modgs_ns.eval.evaluate import evaluate_pipeline
 
     out_dir = args.output_dir or args.load_config.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     result = evaluate_pipeline(
-        pipeline, out_dir, lpips_nets=args.lpips_nets, lpips_weights=args.lpips_weights,
-        modgs_protocol=args.protocol == "modgs", grid_every=args.grid_every,
+        pipeline,
+        out_dir,
+        lpips_nets=args.lpips_nets,
+        lpips_weights=args.lpips_weights,
+        modgs_protocol=args.protocol == "modgs",
+        grid_every=args.grid_every,
     )
     if args.training_views:
         from modgs_ns.eval.evaluate import evaluate_training_views
@@ -78,7 +89,9 @@ def main(args: EvalArgs) -> int:
         "checkpoint": str(ckpt),
         "step": step,
         "split": args.split,
-        "test_camera_scale": None if est is None else {"scale": est.scale, "method": est.method, "support": est.support},
+        "test_camera_scale": None
+        if est is None
+        else {"scale": est.scale, "method": est.method, "support": est.support},
         **result,
     }
     # Written atomically: a crash never leaves a truncated metrics.json behind.
@@ -100,13 +113,17 @@ def main(args: EvalArgs) -> int:
             f"LPIPS-alex {fmt('lpips_alex' + region)}  LPIPS-vgg {fmt('lpips_vgg' + region)}"
         )
         if m.get("copy_psnr" + region) is not None:
-            print(f"  {'':10s} copy floor (the training frame of the same time): PSNR {fmt('copy_psnr' + region)}  "
-                  f"SSIM {fmt('copy_ssim' + region)}")
+            print(
+                f"  {'':10s} copy floor (the training frame of the same time): PSNR {fmt('copy_psnr' + region)}  "
+                f"SSIM {fmt('copy_ssim' + region)}"
+            )
     if "training_views" in result:
         t = result["training_views"]["mean"]
         tf = lambda k: "-" if t.get(k) is None else f"{t[k]:.4f}"  # noqa: E731
-        print(f"training views: {len(result['training_views']['images'])}: PSNR full {tf('psnr')}  moving {tf('psnr_moving')}  "
-              f"background {tf('psnr_background')}")
+        print(
+            f"training views: {len(result['training_views']['images'])}: PSNR full {tf('psnr')}  moving {tf('psnr_moving')}  "
+            f"background {tf('psnr_background')}"
+        )
     print(f"metrics: {out_dir / 'metrics.json'}")
     return 0
 

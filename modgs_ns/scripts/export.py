@@ -23,6 +23,7 @@ class ExportArgs:
     load_config: Path
     """config.yml of a trained modgs run."""
     output_dir: Path = Path("exports")
+    """Folder for the PLY file(s) (created if missing)."""
     time: Optional[float] = None
     """Export at this normalized time in [0, 1]."""
     num_times: int = 0

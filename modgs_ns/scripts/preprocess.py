@@ -47,8 +47,16 @@ def main(cfg: PreprocessConfig) -> int:
     print("  time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     print(f"  poses: {result['poses']}")
     if c:
-        print(f"  static pixels {100 * c.get('static_fraction', 0):.1f}%, caches {c.get('depth_bytes', 0) / 1e6:.1f} + "
-              f"{c.get('pairs_bytes', 0) / 1e6:.1f} MB")
+        print(
+            f"  static pixels {100 * c.get('static_fraction', 0):.1f}%, caches {c.get('depth_bytes', 0) / 1e6:.1f} + "
+            f"{c.get('pairs_bytes', 0) / 1e6:.1f} MB"
+        )
+    if c.get("disparity_shift"):
+        s = c["disparity_shift"]
+        print(
+            f"  disparity prior: global shift {s['applied']:.4g} applied ({s['source']}); plane estimate {s['estimate']:.4g} "
+            f"= {100 * s['estimate_relative']:.0f}% of the median disparity ({s['detail']})"
+        )
     if cfg.diagnostics:
         print(f"  diagnostics: {cfg.output_dir / 'diagnostics.png'}")
     print(f"  next: ns-train modgs-cpu --data {cfg.output_dir}")

@@ -24,8 +24,11 @@ class Spiral:
     load_config: Path
     """config.yml of a trained modgs run."""
     output_path: Path = Path("renders/spiral.mp4")
+    """Video to write (RGB | depth side by side)."""
     num_frames: int = 48
+    """Frames of the video (time sweeps 0 -> 1 over them unless --time is given)."""
     fps: int = 12
+    """Frame rate of the video."""
     radius_fraction: float = 0.04
     """Spiral radius as a fraction of the scene's median depth."""
     time: Optional[float] = None
@@ -73,7 +76,12 @@ class Spiral:
                     "render_width": W,
                     "seconds": self.num_frames / self.fps,
                     "camera_path": [
-                        {"camera_to_world": p.reshape(-1).tolist(), "fov": fov_y, "aspect": W / H, "render_time": float(t)}
+                        {
+                            "camera_to_world": p.reshape(-1).tolist(),
+                            "fov": fov_y,
+                            "aspect": W / H,
+                            "render_time": float(t),
+                        }
                         for p, t in zip(poses, times)
                     ],
                 },
@@ -88,7 +96,12 @@ class Spiral:
                 for p, t in zip(poses, times):
                     cam = Cameras(
                         camera_to_worlds=torch.from_numpy(p[None, :3]).float(),
-                        fx=fx, fy=fy, cx=cx, cy=cy, width=W, height=H,
+                        fx=fx,
+                        fy=fy,
+                        cx=cx,
+                        cy=cy,
+                        width=W,
+                        height=H,
                         times=torch.tensor([[float(t)]]),
                     )
                     out = model.get_outputs_for_camera(cam)
@@ -103,7 +116,9 @@ class Spiral:
             writer.release()
             tmp.unlink(missing_ok=True)
             raise
-        print(f"Wrote {self.output_path} ({self.num_frames} frames, time {'fixed at %g' % self.time if self.time is not None else '0 -> 1'})")
+        print(
+            f"Wrote {self.output_path} ({self.num_frames} frames, time {'fixed at %g' % self.time if self.time is not None else '0 -> 1'})"
+        )
         print(f"Camera path for ns-render camera-path: {json_path}")
         return 0
 

@@ -20,7 +20,9 @@ class SynthArgs:
     output_dir: Path
     """Folder to write (must be empty or absent unless --overwrite)."""
     scene: SynthConfig = field(default_factory=SynthConfig)
+    """What to generate (objects, camera, size, prior)."""
     overwrite: bool = False
+    """Replace an existing non-empty output folder."""
 
 
 def main(args: SynthArgs) -> int:

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import cv2
 import numpy as np
@@ -20,9 +20,13 @@ from modgs_ns.synth.depth_prior import PriorDistortion, frame_affine, simulate_p
 @dataclass
 class SynthConfig:
     num_frames: int = 48
+    """Frames (times) of the video."""
     width: int = 320
+    """Image width, pixels."""
     height: int = 240
+    """Image height, pixels."""
     seed: int = 0
+    """Seed of the scene layout, motion phases and prior distortion."""
     camera_motion: Literal["static", "orbit"] = "static"
     """static: a tripod video (the released MoDGS setting); orbit: the training camera slowly orbits."""
     orbit_degrees: float = 8.0
@@ -36,11 +40,17 @@ class SynthConfig:
     test_yaws: tuple[float, ...] = (15.0, -15.0)
     """Held-out cameras: yaw (degrees) about the scene centre relative to the training camera."""
     fov_x_degrees: float = 60.0
+    """Horizontal field of view of every camera."""
     supersample: int = 2
+    """Rays per pixel side (anti-aliasing)."""
     num_seed_points: int = 3000
+    """Points of points3d.ply."""
     val_every: int = 6
     """Every n-th time of each test camera goes into the (fast) val split used during training."""
+    wall_height: Optional[float] = None
+    """Metres; the back wall ends there and sky (infinite depth) shows above it. None: no sky."""
     prior: PriorDistortion = field(default_factory=PriorDistortion)
+    """How the simulated depth prior is distorted."""
 
 
 def _train_pose(cfg: SynthConfig, t: float) -> np.ndarray:
@@ -90,7 +100,9 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
         (root / sub).mkdir()
     T, W, H = cfg.num_frames, cfg.width, cfg.height
     K = S.intrinsics(W, H, cfg.fov_x_degrees)
-    params = S.SceneParams(motion_amplitude=cfg.motion_amplitude, seed=cfg.seed, objects=cfg.objects)
+    params = S.SceneParams(
+        motion_amplitude=cfg.motion_amplitude, seed=cfg.seed, objects=cfg.objects, wall_height=cfg.wall_height
+    )
     scales, shifts = frame_affine(T, cfg.seed, cfg.prior)
     cameras = [("train", None)] + [(f"test{i}", yaw) for i, yaw in enumerate(cfg.test_yaws)]
     frames, train_names, val_names, test_names = [], [], [], []
@@ -152,7 +164,11 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
             "format_version": 1,
             "source": "modgs-synth",
             "num_frames": T,
-            "depth_prior": {"dir": "depth_prior", "format": "npy", "kind": "relative_depth"},
+            "depth_prior": {
+                "dir": "depth_prior",
+                "format": "npy",
+                "kind": "disparity" if cfg.prior.kind == "disparity" else "relative_depth",
+            },
             "seed_points": "points3d.ply",
             "caches": {},
             "ground_truth": {

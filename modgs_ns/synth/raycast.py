@@ -30,7 +30,8 @@ def rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
 
 @dataclass
 class Plane:
-    """Infinite plane {x : normal . x = offset}; `u_axis`/`v_axis` span its texture frame."""
+    """Plane {x : normal . x = offset}; `u_axis`/`v_axis` span its texture frame; it ends where the v
+    coordinate exceeds `v_max` (infinite by default)."""
 
     normal: np.ndarray
     offset: float
@@ -38,6 +39,7 @@ class Plane:
     v_axis: np.ndarray
     texture: Texture
     object_id: int = 0
+    v_max: float = np.inf
 
     def intersect(self, o: np.ndarray, d: np.ndarray):
         n = np.asarray(self.normal, dtype=np.float64)
@@ -47,6 +49,7 @@ class Plane:
         t = np.where((np.abs(denom) > EPS) & (t > EPS), t, np.inf)
         p = o + np.where(np.isfinite(t), t, 0.0)[:, None] * d
         local = np.stack([p @ self.u_axis, p @ self.v_axis, np.zeros(len(p))], axis=-1)
+        t = np.where(local[:, 1] <= self.v_max, t, np.inf)
         normal = np.broadcast_to(n, p.shape).copy()
         # Face the viewer.
         normal[denom > 0] *= -1

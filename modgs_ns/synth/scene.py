@@ -7,12 +7,14 @@ Units are metres. Object ids: 0 wall, 1 floor, >= 2 dynamic objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from modgs_ns.synth.raycast import Box, Ellipsoid, Plane, cast, rotation_matrix
 
 LIGHT_DIR = np.array([0.35, 0.8, 0.5]) / np.linalg.norm([0.35, 0.8, 0.5])
+SKY = np.array([0.62, 0.76, 0.92])  # colour of rays that hit nothing
 TARGET = np.array([0.0, 0.6, -4.6])  # the point the cameras look at (scene centre)
 TRAIN_EYE = np.array([0.0, 1.1, 0.0])
 FIRST_DYNAMIC_ID = 2
@@ -81,7 +83,12 @@ def box_texture(local):
 @dataclass
 class SceneParams:
     motion_amplitude: float = 1.0
+    """Scales the objects' translation, rotation and deformation."""
     seed: int = 0
+    """Per-seed variation of phases and positions."""
+    wall_height: Optional[float] = None
+    """Height (metres) where the back wall ends; above it the camera sees sky (infinite depth, zero
+    disparity), as outdoor videos do. None: the wall never ends (the benchmark scenes)."""
     objects: str = "all"
     """all; rigid (rolling ball, turning box); nonrigid (the pulsating blob only); hard (hard_motion())."""
 
@@ -93,7 +100,15 @@ def scene_at(t: float, params: SceneParams) -> list:
     ph = rng.uniform(0, 2 * np.pi, size=4)
     jitter = rng.uniform(-0.15, 0.15, size=3)
     a = params.motion_amplitude
-    wall = Plane(np.array([0.0, 0.0, 1.0]), -7.5, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), wall_texture, 0)
+    wall = Plane(
+        np.array([0.0, 0.0, 1.0]),
+        -7.5,
+        np.array([1.0, 0, 0]),
+        np.array([0, 1.0, 0]),
+        wall_texture,
+        0,
+        np.inf if params.wall_height is None else params.wall_height,
+    )
     floor = Plane(np.array([0.0, 1.0, 0.0]), 0.0, np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), floor_texture, 1)
 
     # A ball rolling left to right in front of the box (occludes it mid-sequence), spinning.
@@ -134,21 +149,38 @@ def hard_motion(t: float, a: float, ph: np.ndarray) -> list:
     turn = 2 * np.pi * t
     # A ball rolling on the floor around an ellipse (depth changes too), spinning as it rolls.
     bx, bz = 1.2 * np.cos(turn + ph[0]), -4.4 + 0.7 * np.sin(turn + ph[0])
-    ball = Ellipsoid(center=np.array([bx, 0.4, bz]), radii=np.full(3, 0.4),
-                     rotation=rotation_matrix([0, 0, 1], -a * 2.5 * turn) @ rotation_matrix([1, 0, 0], a * turn),
-                     texture=ball_texture, object_id=2)
+    ball = Ellipsoid(
+        center=np.array([bx, 0.4, bz]),
+        radii=np.full(3, 0.4),
+        rotation=rotation_matrix([0, 0, 1], -a * 2.5 * turn) @ rotation_matrix([1, 0, 0], a * turn),
+        texture=ball_texture,
+        object_id=2,
+    )
     # A box sliding left and right 1.5 times behind the ball's path, turning fast about its vertical axis.
-    box = Box(center=np.array([1.1 * a * np.sin(1.5 * turn + ph[1]), 0.55, -5.3]), half=np.array([0.4, 0.55, 0.4]),
-              rotation=rotation_matrix([0, 1, 0], ph[2] + a * 3.0 * turn) @ rotation_matrix([1, 0, 0], 0.25),
-              texture=box_texture, object_id=3)
+    box = Box(
+        center=np.array([1.1 * a * np.sin(1.5 * turn + ph[1]), 0.55, -5.3]),
+        half=np.array([0.4, 0.55, 0.4]),
+        rotation=rotation_matrix([0, 1, 0], ph[2] + a * 3.0 * turn) @ rotation_matrix([1, 0, 0], 0.25),
+        texture=box_texture,
+        object_id=3,
+    )
     # A pulsating, wobbling blob bouncing in front of everything while drifting sideways (non-rigid).
     s = 1.0 + 0.3 * a * np.sin(2 * turn + ph[3])
-    blob = Ellipsoid(center=np.array([-0.4 + 0.9 * a * np.sin(turn), 1.1 + 0.6 * a * abs(np.sin(1.5 * turn)), -3.4]),
-                     radii=np.array([0.32 * s, 0.42 / np.sqrt(s), 0.32 * s]),
-                     rotation=rotation_matrix([0, 0, 1], 0.6 * a * np.sin(turn)), texture=blob_texture, object_id=4)
+    blob = Ellipsoid(
+        center=np.array([-0.4 + 0.9 * a * np.sin(turn), 1.1 + 0.6 * a * abs(np.sin(1.5 * turn)), -3.4]),
+        radii=np.array([0.32 * s, 0.42 / np.sqrt(s), 0.32 * s]),
+        rotation=rotation_matrix([0, 0, 1], 0.6 * a * np.sin(turn)),
+        texture=blob_texture,
+        object_id=4,
+    )
     # A small ball flying a fast loop high at the back (the fastest object, ~20 px/frame).
-    fly = Ellipsoid(center=np.array([1.6 * a * np.cos(2 * turn), 1.9 + 0.4 * a * np.sin(2 * turn), -6.0]), radii=np.full(3, 0.28),
-                    rotation=rotation_matrix([0, 1, 0], a * 2 * turn), texture=ball_texture, object_id=5)
+    fly = Ellipsoid(
+        center=np.array([1.6 * a * np.cos(2 * turn), 1.9 + 0.4 * a * np.sin(2 * turn), -6.0]),
+        radii=np.full(3, 0.28),
+        rotation=rotation_matrix([0, 1, 0], a * 2 * turn),
+        texture=ball_texture,
+        object_id=5,
+    )
     return [ball, box, blob, fly]
 
 
@@ -201,7 +233,7 @@ def render(primitives: list, c2w: np.ndarray, K: np.ndarray, width: int, height:
     o, d, _ = camera_rays(c2w, K, width, height, s)
     t, normal, albedo, _ = cast(primitives, o.reshape(-1, 3), d.reshape(-1, 3))
     shade = 0.55 + 0.45 * np.clip(normal @ LIGHT_DIR, 0, 1)
-    rgb = np.where(np.isfinite(t)[:, None], albedo * shade[:, None], 0.0)
+    rgb = np.where(np.isfinite(t)[:, None], albedo * shade[:, None], SKY)
     rgb = rgb.reshape(height, s, width, s, 3).mean(axis=(1, 3))
     # Depth and object ids at the exact pixel centres (no averaging across edges).
     o1, d1, zfac = camera_rays(c2w, K, width, height, 1)
