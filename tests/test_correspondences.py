@@ -11,13 +11,18 @@ import torch
 from modgs_ns.data.correspondences import Correspondences
 from modgs_ns.preprocess.pairs import build_caches
 from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, PairParams, caches_valid
+from modgs_ns.synth.depth_prior import PriorDistortion  # this file tests the depth-prior route
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("corr") / "scene"
-    generate_scene(SynthConfig(num_frames=12, width=128, height=96, num_seed_points=100), root, progress=False)
+    generate_scene(
+        SynthConfig(num_frames=12, width=128, height=96, num_seed_points=100, prior=PriorDistortion(kind="depth")),
+        root,
+        progress=False,
+    )
     meta = json.loads((root / "transforms.json").read_text())
     info = build_caches(root, meta, PairParams(window=4, points_per_frame=3000), progress=False)
     return root, meta, info

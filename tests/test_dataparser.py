@@ -13,6 +13,7 @@ from modgs_ns.cli import one_line_errors
 from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
 from modgs_ns.data.modgs_dataset import ModgsDataset
 from modgs_ns.preprocess.pairs import ensure_caches
+from modgs_ns.synth.depth_prior import PriorDistortion  # the dataset gives a depth prior as it is
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
 
@@ -20,7 +21,15 @@ from modgs_ns.synth.generate import SynthConfig, generate_scene
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp") / "scene"
     generate_scene(
-        SynthConfig(num_frames=6, width=48, height=36, supersample=1, num_seed_points=200, val_every=3),
+        SynthConfig(
+            num_frames=6,
+            width=48,
+            height=36,
+            supersample=1,
+            num_seed_points=200,
+            val_every=3,
+            prior=PriorDistortion(kind="depth"),
+        ),
         root,
         progress=False,
     )

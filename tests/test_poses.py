@@ -21,6 +21,7 @@ from modgs_ns.preprocess.depth import register_depth
 from modgs_ns.preprocess.pairs import build_caches
 from modgs_ns.scene.caches import DEPTH_CACHE, PairParams
 from modgs_ns.synth import scene as S
+from modgs_ns.synth.depth_prior import PriorDistortion
 from modgs_ns.synth.flow_gt import ground_truth_flow
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
@@ -37,7 +38,16 @@ def orbit(tmp_path_factory):
     """A generated scene whose training camera orbits 8 degrees about the scene centre."""
     root = tmp_path_factory.mktemp("orbit")
     cfg = SynthConfig(
-        num_frames=16, width=240, height=180, supersample=1, camera_motion="orbit", num_seed_points=200, test_yaws=()
+        num_frames=16,
+        width=240,
+        height=180,
+        supersample=1,
+        camera_motion="orbit",
+        num_seed_points=200,
+        test_yaws=(),
+        prior=PriorDistortion(
+            kind="depth"
+        ),  # the pose tests use the depth-prior route; test_priors.py the disparity one
     )
     scene = generate_scene(cfg, root / "scene", progress=False)
     meta = json.loads((scene / "transforms.json").read_text())

@@ -18,6 +18,7 @@ from modgs_ns.preprocess.frames import PreprocessError
 from modgs_ns.preprocess.run import PreprocessConfig, run
 from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE
 from modgs_ns.synth import scene as S
+from modgs_ns.synth.depth_prior import PriorDistortion  # --depth-dir tests use a depth prior
 from modgs_ns.synth.flow_gt import ground_truth_flow
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
@@ -30,7 +31,11 @@ def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("pp")
     scene = root / "scene"
     generate_scene(
-        SynthConfig(num_frames=12, width=128, height=96, supersample=1, num_seed_points=200), scene, progress=False
+        SynthConfig(
+            num_frames=12, width=128, height=96, supersample=1, num_seed_points=200, prior=PriorDistortion(kind="depth")
+        ),
+        scene,
+        progress=False,
     )
     meta = json.loads((scene / "transforms.json").read_text())
     train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])

@@ -100,3 +100,58 @@ def test_disparity_route_beats_the_old_conversion_on_the_generated_scene(scene, 
     new, old = error(src), error(route_scene(src, "old"))
     print(f"median aligned-depth error: disparity route {100 * new:.2f}%, old 1/(d_norm + 0.05) route {100 * old:.2f}%")
     assert new < old / 3 and new < 0.06
+
+
+def test_moving_camera_disparity_prior_fitted_to_triangulated_inverse_depth(tmp_path):
+    # An orbiting camera with known poses: the disparity prior is fitted to the inverse of triangulated
+    # depths and inverted, so depth comes out in the poses' units (metres here), no global shift left.
+    root = tmp_path / "orbit"
+    generate_scene(
+        SynthConfig(
+            num_frames=12,
+            width=200,
+            height=150,
+            supersample=1,
+            camera_motion="orbit",
+            test_yaws=(),
+            num_seed_points=100,
+        ),
+        root,
+        progress=False,
+    )
+    meta = json.loads((root / "transforms.json").read_text())
+    meta["modgs"]["pairs"] = {"window": 8, "points_per_frame": 500}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    stats = ensure_caches(root, progress=False)
+    assert stats["camera_motion"] == "moving" and "disparity_shift" not in stats
+    train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
+    gt = np.stack([np.load(root / f["gt_depth_path"]) for f in train])
+    with np.load(root / DEPTH_CACHE) as z:
+        depth = z["depth"]
+    _, valid = load_valid_masks(root)
+    m = valid & (depth > 0)
+    ratio = np.median(depth[m] / gt[m])  # the poses are metric: no scale left either
+    assert abs(ratio - 1) < 0.05
+    assert np.median(np.abs(depth[m] - gt[m]) / gt[m]) < 0.05
+
+
+def test_stage2_depth_loss_sees_depth_order_for_a_disparity_prior(scene, tmp_path):
+    # The dataset hands a disparity scene's aligned (inverted) depth to the depth losses, not the raw
+    # disparity, whose order is the reverse of depth's.
+    import shutil
+
+    from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
+    from modgs_ns.data.modgs_dataset import ModgsDataset
+
+    root = tmp_path / "s"
+    shutil.copytree(scene["root"], root, ignore=shutil.ignore_patterns("caches"))
+    ensure_caches(root, progress=False)
+    out = ModgsDataParserConfig(data=root).setup().get_dataparser_outputs("train")
+    item = ModgsDataset(out)[5]
+    name = Path(out.image_filenames[5]).name
+    with np.load(root / DEPTH_CACHE) as z:
+        depth = z["depth"][[str(n) for n in z["names"]].index(name)]
+    np.testing.assert_allclose(item["depth_prior"][..., 0].numpy(), depth)
+    prior = np.load(out.metadata["depth_prior_filenames"][5])
+    v = item["depth_valid"][..., 0].numpy()
+    assert np.corrcoef(item["depth_prior"][..., 0].numpy()[v], prior[v])[0, 1] < -0.5  # disparity runs the other way

@@ -164,6 +164,7 @@ def align_to_anchors(
     T = len(priors)
     a, b = np.full(T, np.nan), np.full(T, np.nan)
     used = np.zeros(T, dtype=np.int64)
+    inverted = 0
     for i, (idx, z) in enumerate(anchors):
         pv = priors[i].reshape(-1)[idx]
         m = valid[i].reshape(-1)[idx] & np.isfinite(pv) & np.isfinite(z)
@@ -176,11 +177,18 @@ def align_to_anchors(
             ai, bi = fit_scale_shift(pv[m], z[m], trim=trim)
         if ai > 0:
             a[i], b[i], used[i] = ai, bi, int(m.sum())
+        else:
+            inverted += 1
     good = np.flatnonzero(np.isfinite(a))
     if len(good) == 0:
+        hint = (
+            " (the prior falls as depth grows in most frames: is it disparity? --depth-kind disparity)"
+            if inverted > T / 2
+            else ""
+        )
         raise ValueError(
             "no frame has enough triangulated static points to align its depth to the poses "
-            "(too little camera translation for the noise in flow and poses)"
+            "(too little camera translation for the noise in flow and poses)" + hint
         )
     for i in range(T):
         if not np.isfinite(a[i]):
