@@ -11,8 +11,12 @@ whatever is changed on the command line.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from dataclasses import dataclass, field
-from typing import Type
+from pathlib import Path
+from typing import Literal, Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -21,6 +25,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
+from nerfstudio.utils.decorators import check_main_thread
 
 from modgs_ns.cli import one_line_errors
 from modgs_ns.data.modgs_datamanager import ModgsDataManager
@@ -32,12 +37,63 @@ from modgs_ns.schedulers import FloatExponentialDecaySchedulerConfig, TwoPhaseEx
 
 
 class ModgsTrainer(Trainer):
-    """nerfstudio's Trainer; ns-train enters modgs here, so option conflicts stop with one line."""
+    """nerfstudio's Trainer with three changes: option conflicts stop with one line (ns-train enters modgs
+    here); `--max-num-iterations` is the run's total, so a resumed run continues to it on the same
+    learning-rate schedules as an uninterrupted one (nerfstudio would run that many *more* steps);
+    checkpoints are written atomically, and an unreadable newest one is skipped for the previous one."""
 
     def __init__(self, config: "ModgsTrainerConfig", *args, **kwargs):
         with one_line_errors("modgs"):
             config.check()
         super().__init__(config, *args, **kwargs)
+        self.total_steps = config.max_num_iterations
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        with one_line_errors("modgs"):
+            self._pick_readable_checkpoint()
+        super().setup(test_mode)
+        self.config.max_num_iterations = max(self.total_steps - self._start_step, 0)
+
+    def _pick_readable_checkpoint(self) -> None:
+        """With --load-dir and no --load-step: the newest checkpoint that loads (warning for each skipped)."""
+        if self.config.load_dir is None or self.config.load_step is not None:
+            return
+        ckpts = sorted(Path(self.config.load_dir).glob("step-*.ckpt"), reverse=True)
+        for path in ckpts:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # truncated, empty, foreign: skip it, never train from it
+                print(
+                    f"modgs: warning: checkpoint {path} is unreadable ({type(err).__name__}); trying the previous one",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            self.config.load_step = int(path.stem.split("-")[1])
+            print(f"modgs: resuming from {path.name}", file=sys.stderr, flush=True)
+            return
+        raise ConfigError(f"no readable checkpoint (step-*.ckpt) in {self.config.load_dir}")
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint, written beside the folder first and renamed in: a kill mid-write
+        leaves no file that --load-dir or the ns-* loaders would pick."""
+        final_dir = self.checkpoint_dir
+        staging = final_dir.parent / ".partial-checkpoint"
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed write left
+        self.checkpoint_dir = staging
+        try:
+            super().save_checkpoint(step)
+        finally:
+            self.checkpoint_dir = final_dir
+        final_dir.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:09d}.ckpt"
+        os.replace(staging / name, final_dir / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.config.save_only_latest_checkpoint:
+            for f in final_dir.glob("step-*.ckpt"):
+                if f.name != name:
+                    f.unlink()
 
 
 @dataclass
@@ -62,9 +118,7 @@ class ModgsTrainerConfig(TrainerConfig):
 
     def __post_init__(self):
         n1 = self.pipeline.model.stage1_steps
-        # nerfstudio 1.1.5 runs max_num_iterations *more* steps after a resume, so the total is
-        # only known for fresh runs; a resumed run keeps the schedule length it was given.
-        resuming = self._resuming()
+        # max_num_iterations is the run's total, fresh or resumed (ModgsTrainer stops a resumed run there).
         for name, opt in self.optimizers.items():
             sched = opt.get("scheduler")
             if isinstance(sched, TwoPhaseExponentialSchedulerConfig):
@@ -73,8 +127,7 @@ class ModgsTrainerConfig(TrainerConfig):
                 # The Gaussians' schedule starts at the switch and ends with the run.
                 sched.warmup_steps = n1
                 sched.lr_pre_warmup = 0.0
-                if not resuming:
-                    sched.max_steps = self.max_num_iterations
+                sched.max_steps = self.max_num_iterations
 
 
 def _optimizers(
@@ -131,7 +184,8 @@ def _trainer(
             model=model,
         ),
         optimizers=optimizers,
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        # Only this machine can open the viewer (it has no authentication); share it with --viewer.websocket-host 0.0.0.0.
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15, websocket_host="127.0.0.1"),
         machine=MachineConfig(device_type=_default_device()),
         vis=vis,
     )

@@ -107,6 +107,7 @@ def depth_error(scene: Path) -> tuple[float, float, dict]:
 
 
 def train_psnr(scene: Path, work: Path, env: dict, stage1: int, stage2: int) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     runs = work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     cmd = [

@@ -176,7 +176,7 @@ def test_two_phases_resume_eval_render(tiny):
     assert ckpts[-1].name == "step-000000029.ckpt"
     import torch
 
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)  # loads through the numpy shim
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)  # no numpy objects: no allow-list needed
     assert state["pipeline"]["_model.gauss_params.means"].shape[0] == counts[29]
 
     # Resume from a stage-1 checkpoint: the run crosses N1 and re-initializes.
@@ -193,7 +193,7 @@ def test_two_phases_resume_eval_render(tiny):
             "--timestamp",
             "b",
             "--max-num-iterations",
-            "10",
+            "16",  # the run's total: a resumed modgs run continues to it (ModgsTrainer)
             "--load-checkpoint",
             str(run_dir / "nerfstudio_models/step-000000005.ckpt"),
             *TINY,
@@ -219,7 +219,7 @@ def test_two_phases_resume_eval_render(tiny):
             "--timestamp",
             "c",
             "--max-num-iterations",
-            "10",
+            "31",
             "--load-checkpoint",
             str(run_dir / "nerfstudio_models/step-000000020.ckpt"),
             "--logging.steps-per-log",

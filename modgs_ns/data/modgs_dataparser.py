@@ -29,7 +29,14 @@ from modgs_ns.data.placement import (
 )
 from modgs_ns.scene.caches import DEPTH_CACHE, cache_key, cache_state, load_valid_masks, pair_params_of
 from modgs_ns.scene.errors import CacheError
-from modgs_ns.scene.format import load_scene_meta, prior_kind, training_frame_at, training_frames, validate_scene
+from modgs_ns.scene.format import (
+    load_scene_meta,
+    prior_kind,
+    scene_warnings,
+    training_frame_at,
+    training_frames,
+    validate_scene,
+)
 
 
 @dataclass
@@ -81,6 +88,8 @@ class ModgsDataParser(Nerfstudio):
         validate_scene(data_dir, meta, require_prior=(split == "train"))
         if split == "train":
             self._check_caches(data_dir, meta)
+            for warning in scene_warnings(meta):
+                print(f"modgs-data: warning: {warning}", file=sys.stderr, flush=True)
         if not any(f"{s}_filenames" in meta for s in ("train", "val", "test")):
             # No split in the file: nerfstudio's fraction split would mix frames at random times.
             self.config.eval_mode = "interval"

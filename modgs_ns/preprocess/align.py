@@ -325,26 +325,29 @@ def disparity_shift_from_planes(
     if len(planes) < 2:
         return DisparityShift(0.0, False, f"{len(planes)} dominant plane(s): need two", len(planes))
 
-    def normal(p, s):
-        n = np.array([p[0], p[1], p[2] + s])
-        return n / max(np.linalg.norm(n), 1e-12)
+    def deviation(s: float) -> float:
+        """Largest departure (degrees) from parallel-or-orthogonal among the planes that keep a direction
+        at shift s (a plane at infinity, e.g. the sky, has none once s is right)."""
+        ns = [np.array([a, b, e + s]) for a, b, e, _ in planes]
+        scale_n = max(np.linalg.norm(n) for n in ns)
+        ns = [n / np.linalg.norm(n) for n in ns if np.linalg.norm(n) > 0.05 * scale_n]
+        if len(ns) < 2:
+            return np.inf
+        angles = [np.degrees(np.arccos(np.clip(abs(p @ q), 0, 1))) for i, p in enumerate(ns) for q in ns[i + 1 :]]
+        return max(min(ang, 90 - ang) for ang in angles)
 
-    (a1, b1, e1, _), (a2, b2, e2, _) = planes[0], planes[1]
-    # (a1 a2 + b1 b2) + (e1 + s)(e2 + s) = 0
-    roots = np.roots([1.0, e1 + e2, e1 * e2 + a1 * a2 + b1 * b2])
-    roots = [float(r.real) for r in roots if abs(r.imag) < 1e-12]
-    # The shift must leave (almost) every pixel in front of the camera.
-    roots = [s for s in roots if np.mean(d + s > 0) > 0.98]
-    if not roots:
-        return DisparityShift(0.0, False, "no shift makes the two largest planes orthogonal", len(planes))
-    s = min(roots, key=abs)
-    detail = f"planes of {planes[0][3]} and {planes[1][3]} px made orthogonal"
-    for p in planes[2:]:
-        n3 = normal(p, s)
-        for q in planes[:2]:
-            ang = np.degrees(np.arccos(np.clip(abs(n3 @ normal(q, s)), 0, 1)))
-            if 10 < ang < 80:
-                return DisparityShift(
-                    s, False, detail + f"; a third plane is at {ang:.0f} degrees to them", len(planes)
-                )
-    return DisparityShift(s, True, detail, len(planes))
+    candidates = []
+    for i in range(len(planes)):
+        for j in range(i + 1, len(planes)):
+            (a1, b1, e1, _), (a2, b2, e2, _) = planes[i], planes[j]
+            # (a1 a2 + b1 b2) + (e1 + s)(e2 + s) = 0
+            for r in np.roots([1.0, e1 + e2, e1 * e2 + a1 * a2 + b1 * b2]):
+                # Real, and leaving (almost) every pixel in front of the camera or at infinity (sky).
+                if abs(r.imag) < 1e-12 and np.mean(d + r.real > -tol * scale) > 0.98:
+                    candidates.append(float(r.real))
+    if not candidates:
+        return DisparityShift(0.0, False, "no shift makes two dominant planes orthogonal", len(planes))
+    s = min(candidates, key=lambda c: (round(deviation(c), 1), abs(c)))
+    dev = deviation(s)
+    detail = f"{len(planes)} dominant planes, at most {dev:.0f} degrees from parallel or orthogonal"
+    return DisparityShift(s, bool(dev < 10), detail, len(planes))

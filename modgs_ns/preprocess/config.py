@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from modgs_ns.scene.caches import PairParams
+from modgs_ns.scene.caches import PairParams, pair_param_problems
+from modgs_ns.scene.errors import PreprocessError
 
 
 @dataclass
@@ -67,3 +69,30 @@ class PreprocessConfig:
     """Write diagnostics.png (priors, aligned depth, flow, static mask, pair counts)."""
     force: bool = False
     """Recompute every step even when its inputs are unchanged."""
+
+    def validate(self) -> None:
+        """PreprocessError naming the flag of the first option that cannot work."""
+
+        def finite(x) -> bool:
+            return x is not None and math.isfinite(x)
+
+        checks = [
+            ("--stride", self.stride >= 1, "at least 1", self.stride),
+            ("--max-frames", self.max_frames >= 0, ">= 0 (0 = every frame)", self.max_frames),
+            ("--max-side", self.max_side >= 0, ">= 0 (0 = keep the size)", self.max_side),
+            ("--fps", finite(self.fps) and self.fps > 0, "a positive number", self.fps),
+            ("--fov-deg", finite(self.fov_deg) and 0 < self.fov_deg < 180, "in (0, 180) degrees", self.fov_deg),
+            ("--depth-scale", finite(self.depth_scale) and self.depth_scale > 0, "a positive number", self.depth_scale),
+            ("--eval-every", self.eval_every >= 1, "at least 1", self.eval_every),
+            ("--seed-points", self.seed_points >= 1, "at least 1", self.seed_points),
+        ]
+        for flag, value in (("--fx", self.fx), ("--fy", self.fy)):
+            checks.append(
+                (flag, value is None or (finite(value) and value > 0), "a positive focal length in pixels", value)
+            )
+        for flag, value in (("--cx", self.cx), ("--cy", self.cy)):
+            checks.append((flag, value is None or finite(value), "a finite pixel coordinate", value))
+        problems = [f"{flag} must be {what} (got {value!r})" for flag, ok, what, value in checks if not ok]
+        problems += pair_param_problems(self.pairs)
+        if problems:
+            raise PreprocessError(problems[0])

@@ -29,9 +29,10 @@ from modgs_ns.preprocess.pairs import build_caches
 from modgs_ns.preprocess.steps import CONSOLE
 from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, cache_key, cache_state
 from modgs_ns.scene.errors import PreprocessError
-from modgs_ns.scene.format import write_json_atomic, write_scene
+from modgs_ns.scene.format import writable_dir_problem, write_json_atomic, write_scene
 
 STATE = "preprocess_state.json"
+STAGE = ".staging"
 
 
 def _key(*parts) -> str:
@@ -62,16 +63,73 @@ def _progress() -> Progress:
     )
 
 
+SCENE_ENTRIES = ("images", "depth_prior", "caches", "transforms.json", "points3d.ply", "diagnostics.png", STATE)
+
+
+class PreprocessInterrupted(KeyboardInterrupt):
+    """Ctrl-C during preprocessing; `kept` names the finished steps, kept for the next run."""
+
+    def __init__(self, kept: list[str]):
+        super().__init__(", ".join(kept))
+        self.kept = kept
+
+
+def _remove(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+def _clean_stale(folder: Path) -> None:
+    """What a killed run left: temporary step folders and files, half-written caches, old swapped-out folders."""
+    for pattern in (".tmp-*", ".old-*", ".probe.*", f".{STATE}.*", ".transforms.json.*", "caches/.*.npz"):
+        for p in folder.glob(pattern):
+            _remove(p)
+
+
+def _link_scene(out: Path, stage: Path) -> None:
+    """Stage = the current scene's files, hard-linked (copied where links fail): steps whose inputs are
+    unchanged are reused from it, the others replace their files in the stage only."""
+    stage.mkdir(parents=True, exist_ok=True)
+    for name in SCENE_ENTRIES:
+        src = out / name
+        files = sorted(src.iterdir()) if src.is_dir() else [src] if src.is_file() else []
+        for f in files:
+            dst = stage / f.relative_to(out)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, dst)
+            except OSError:
+                shutil.copy2(f, dst)
+
+
+def _commit(stage: Path, out: Path) -> None:
+    """Move the staged scene into place: folders by rename, files by atomic replace, the state file last,
+    so the scene's frames, priors, transforms.json and caches change together."""
+    for name in SCENE_ENTRIES[:-1]:
+        new, dst = stage / name, out / name
+        if dst.is_dir():
+            os.rename(dst, out / f".old-{name}")
+        if new.exists():
+            os.replace(new, dst)
+        elif dst.is_file():
+            dst.unlink()
+    os.replace(stage / STATE, out / STATE)
+    _clean_stale(out)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _completed_steps(stage: Path) -> list[str]:
+    state_path = stage / STATE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    labels = {"frames": "frames", "poses": "camera poses", "depth": "depth prior", "caches": "caches"}
+    return [labels[k] for k in labels if k in state]
+
+
 def _check_writable(out: Path) -> bool:
     """Creates out if needed; returns whether it was created. One-line error if it cannot be written."""
     created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise PreprocessError(f"cannot write to output folder {out} ({err.strerror or err})") from None
+    problem = writable_dir_problem(out, "output folder")
+    if problem:
+        raise PreprocessError(problem)
     return created
 
 
@@ -84,22 +142,34 @@ def run(cfg: PreprocessConfig) -> dict:
             "give exactly one depth prior: --depth-model DIR (a transformers depth model, e.g. Depth Anything V2, "
             "downloaded beforehand) or --depth-dir DIR (precomputed or sensor depth)"
         )
-    if cfg.stride < 1:
-        raise PreprocessError("--stride must be >= 1")
+    cfg.validate()
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise PreprocessError(f"output {out} exists and is not a folder")
     created = _check_writable(out)
+    # Every step works in out/.staging; the scene in `out` changes only when all of them are done
+    # (_commit), so a failure or a kill never leaves its files mutually inconsistent, and finished steps
+    # stay in the stage for the next run with the same inputs.
+    stage = out / STAGE
+    _clean_stale(out)
+    if not (stage / STATE).is_file():
+        shutil.rmtree(stage, ignore_errors=True)
+        _link_scene(out, stage)
+    _clean_stale(stage)
     try:
-        return _run(cfg, out)
-    except BaseException:
-        # Nothing half-written: a folder this run created goes entirely; in an existing folder the
-        # temporary step folders go and the state file still describes the last complete steps.
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for p in out.glob(".tmp-*"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        result = _run(cfg, stage)
+        _commit(stage, out)
+        return result
+    except BaseException as err:
+        # An interrupt keeps the finished steps (in a new folder too); a failure in a folder this run
+        # created removes it (nothing half-written), in an existing scene it keeps them for the re-run.
+        _clean_stale(stage)
+        kept = _completed_steps(stage)
+        interrupted = isinstance(err, KeyboardInterrupt)
+        if not kept or (created and not interrupted):
+            shutil.rmtree(out if created else stage, ignore_errors=True)
+        if interrupted and not isinstance(err, PreprocessInterrupted):
+            raise PreprocessInterrupted(kept) from None
         raise
 
 

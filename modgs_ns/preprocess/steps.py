@@ -48,6 +48,10 @@ def intrinsics(cfg: PreprocessConfig, mf: dict, W: int, H: int) -> np.ndarray:
     sw, sh = mf["source_size"]
     if mf.get("intrinsics"):
         k = mf["intrinsics"]
+        if not all(np.isfinite(k[n]) for n in ("fl_x", "fl_y", "cx", "cy")) or min(k["fl_x"], k["fl_y"]) <= 0:
+            raise PreprocessError(
+                f"the input's transforms.json has unusable intrinsics {k} (focal lengths must be positive)"
+            )
         fx, fy, cx, cy = k["fl_x"] * W / sw, k["fl_y"] * H / sh, k["cx"] * W / sw, k["cy"] * H / sh
     else:
         f = 0.5 * W / np.tan(np.radians(cfg.fov_deg) / 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -71,6 +72,29 @@ class PairParams:
     """Seed of the source-pixel subsets and of the plane fits."""
 
 
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def pair_param_problems(p: PairParams, prefix: str = "--pairs.") -> list[str]:
+    """One message per pair parameter that cannot work, naming its flag."""
+    checks = [
+        ("window", p.window >= 1, "at least 1"),
+        ("cycle-threshold", _finite(p.cycle_threshold) and p.cycle_threshold > 0, "a positive number of pixels"),
+        ("static-threshold", _finite(p.static_threshold) and p.static_threshold > 0, "a positive number of pixels"),
+        ("edge-quantile", _finite(p.edge_quantile) and 0 < p.edge_quantile <= 1, "in (0, 1]"),
+        ("points-per-frame", p.points_per_frame >= 0, ">= 0 (0 = every valid pixel)"),
+        ("disparity-shift", p.disparity_shift is None or _finite(p.disparity_shift), "a finite number"),
+        ("disparity-far-ratio", _finite(p.disparity_far_ratio) and p.disparity_far_ratio > 1, "a number above 1"),
+        ("reference-frame", p.reference_frame >= -1, "a frame index, or -1 for the middle frame"),
+    ]
+    return [
+        f"{prefix}{name} must be {what} (got {getattr(p, name.replace('-', '_'))!r})"
+        for name, ok, what in checks
+        if not ok
+    ]
+
+
 def atomic_savez(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
@@ -102,7 +126,11 @@ def pair_params_of(meta: dict) -> PairParams:
     unknown = sorted(set(recorded) - known)
     if unknown:
         raise CacheError(f"transforms.json modgs.pairs has unknown parameters {unknown}")
-    return PairParams(**recorded)
+    params = PairParams(**recorded)
+    problems = pair_param_problems(params, prefix="transforms.json modgs.pairs: ")
+    if problems:
+        raise CacheError(problems[0])
+    return params
 
 
 def _file_digest(path: Path) -> str:

@@ -36,6 +36,19 @@ def write_json_atomic(path: Path, obj) -> None:
         raise
 
 
+def writable_dir_problem(path: Path, flag: str) -> str:
+    """'' when `path` is (or can be made) a folder this process can write into; else the one-line reason.
+    Checked before a long load, so a bad output folder fails in a second."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / f".probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return f"cannot write to {flag} {path} ({err.strerror or err})"
+    return ""
+
+
 def write_scene(root: Path, meta: dict) -> None:
     """The one writer of a scene's transforms.json (modgs-preprocess and modgs-synth)."""
     write_json_atomic(Path(root) / TRANSFORMS, meta)
@@ -94,6 +107,15 @@ def training_frame_at(train: list[dict], time: float) -> dict:
     return min(train, key=lambda f: abs(float(f["time"]) - float(time)))
 
 
+def scene_warnings(meta: dict) -> list[str]:
+    """What is legal but probably wrong in a scene (one line each)."""
+    times = [float(f["time"]) for f in training_frames(meta)]
+    dup = len(times) - len(set(times))
+    return (
+        [f"{dup} training frame(s) share a time with another; they will be fitted as the same instant"] if dup else []
+    )
+
+
 def validate_scene(root: Path, meta: dict, require_prior: bool = True) -> None:
     """Check what the dataparser and model will read, so that a bad scene fails in one clear line."""
     names = set()
@@ -109,8 +131,16 @@ def validate_scene(root: Path, meta: dict, require_prior: bool = True) -> None:
         t = f.get("time")
         if not isinstance(t, (int, float)) or not (0.0 <= float(t) <= 1.0):
             raise SceneFormatError(f"frame {f['file_path']} needs a 'time' in [0, 1] (got {t!r})")
+    for key in ("fl_x", "fl_y"):
+        v = meta.get(key)
+        if not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise SceneFormatError(f"transforms.json needs a positive finite {key} (got {v!r})")
     if not require_prior:
         return
+    if len(training_frames(meta)) < 2:
+        raise SceneFormatError(
+            f"the scene has {len(training_frames(meta))} training frame(s); a video needs at least 2"
+        )
     missing = []
     for f in training_frames(meta):
         p = f.get("depth_prior_path")

@@ -40,6 +40,8 @@ class EvalArgs:
     by the rendered alpha > 0.5 first."""
     grid_every: int = 8
     """Write a GT | render | error | depth grid for every N-th image (0: none)."""
+    allow_training_views: bool = False
+    """Score a scene without held-out cameras (its val/test views are training frames: not a novel-view metric)."""
     training_views: bool = True
     """Also score every training view at its own time, inside and outside the moving region."""
 
@@ -48,6 +50,13 @@ def main(args: EvalArgs) -> int:
     os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
     if not args.load_config.is_file():
         print(f"modgs-eval: error: no config at {args.load_config}", file=sys.stderr)
+        return 2
+    from modgs_ns.scene.format import writable_dir_problem
+
+    out_dir = args.output_dir or args.load_config.parent / "eval"
+    problem = writable_dir_problem(out_dir, "--output-dir")
+    if problem:
+        print(f"modgs-eval: error: {problem}", file=sys.stderr)
         return 2
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -68,8 +77,19 @@ def main(args: EvalArgs) -> int:
     )
     from modgs_ns.eval.evaluate import evaluate_pipeline
 
-    out_dir = args.output_dir or args.load_config.parent / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    cameras = set(pipeline.datamanager.eval_dataset.metadata.get("frame_cameras", []))
+    if cameras <= {"train"}:
+        if not args.allow_training_views:
+            print(
+                "modgs-eval: error: the scene has no held-out cameras: its val/test views are training frames, so their "
+                "PSNR is not a novel-view score; pass --allow-training-views to score them anyway",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            "modgs-eval: warning: no held-out cameras: scoring training frames (not a novel-view metric)",
+            file=sys.stderr,
+        )
     result = evaluate_pipeline(
         pipeline,
         out_dir,
@@ -89,6 +109,7 @@ def main(args: EvalArgs) -> int:
         "checkpoint": str(ckpt),
         "step": step,
         "split": args.split,
+        "held_out_cameras": not cameras <= {"train"},
         "test_camera_scale": None
         if est is None
         else {"scale": est.scale, "method": est.method, "support": est.support},

@@ -43,6 +43,12 @@ def main(args: ExportArgs) -> int:
     if not args.load_config.is_file():
         print(f"modgs-export: error: no config at {args.load_config}", file=sys.stderr)
         return 2
+    from modgs_ns.scene.format import writable_dir_problem
+
+    problem = writable_dir_problem(args.output_dir, "--output-dir")
+    if problem:
+        print(f"modgs-export: error: {problem}", file=sys.stderr)
+        return 2
     from nerfstudio.utils.eval_utils import eval_setup
     from rich.progress import Progress
 

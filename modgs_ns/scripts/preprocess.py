@@ -38,8 +38,19 @@ def main(cfg: PreprocessConfig) -> int:
     except (ModgsError, ValueError) as err:
         print(f"modgs-preprocess: error: {err}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        print("modgs-preprocess: interrupted; completed steps are kept, the rest will be redone", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        kept = getattr(err, "kept", [])
+        where = cfg.output_dir / ".staging"
+        print(
+            "modgs-preprocess: interrupted; "
+            + (
+                f"kept the finished steps ({', '.join(kept)}) in {where} for the next "
+                "run with the same inputs; the scene itself is unchanged"
+                if kept
+                else "nothing finished, nothing kept; the scene itself is unchanged"
+            ),
+            file=sys.stderr,
+        )
         return 130
     t = result["timings"]
     c = result["caches"] or {}
