@@ -256,9 +256,12 @@ def main() -> int:
             f"| {r['scene']} | {r['prior']} | {r['route']} | {100 * r['depth_error']:.2f}% | {100 * r['valid']:.1f}% | {shift} | {psnr} |"
         )
     args.out.write_text(
-        "# Depth-prior benchmark (`scripts/benchmark_priors.py`)\n\n"
+        "# Depth-prior benchmark (`scripts/benchmark_priors.py`)\n"
         + __doc__.split("Writes")[0].split("\n", 1)[1]
-        + "\n"
+        + f"Run: {' '.join(sys.argv[1:]) or 'defaults'}; {args.frames} frames at {args.width}x{args.height} (hard: 40 at "
+        f"256x192), pair window {args.window}"
+        + (f", training {args.stage1_steps} + {args.stage2_steps} steps (modgs-cpu), held-out PSNR from modgs-eval" if args.train else "")
+        + ", CPU (2 cores).\n\n"
         + "\n".join(lines)
         + "\n"
     )
