@@ -260,7 +260,11 @@ def main() -> int:
         + __doc__.split("Writes")[0].split("\n", 1)[1]
         + f"Run: {' '.join(sys.argv[1:]) or 'defaults'}; {args.frames} frames at {args.width}x{args.height} (hard: 40 at "
         f"256x192), pair window {args.window}"
-        + (f", training {args.stage1_steps} + {args.stage2_steps} steps (modgs-cpu), held-out PSNR from modgs-eval" if args.train else "")
+        + (
+            f", training {args.stage1_steps} + {args.stage2_steps} steps (modgs-cpu), held-out PSNR from modgs-eval"
+            if args.train
+            else ""
+        )
         + ", CPU (2 cores).\n\n"
         + "\n".join(lines)
         + "\n"
