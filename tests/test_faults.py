@@ -155,8 +155,18 @@ def test_scene_with_an_infinite_focal_length_or_one_frame_is_one_line(clean, tmp
 # -------------------------------------------------------------------------------- preprocessing kills
 def test_interrupt_keeps_finished_steps_and_the_rerun_equals_a_clean_run(inputs, clean, tmp_path):
     out = tmp_path / "out"
+    # Each flow call made to take 0.5 s (a sitecustomize on the child's path, nothing in the package), so the
+    # interrupt below lands in the flow step however loaded the machine is.
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import time\nimport modgs_ns.preprocess.flow as F\n_make = F.make_flow\n"
+        "def make_flow(*a, **k):\n    f = _make(*a, **k)\n    return lambda x, y: (time.sleep(0.5), f(x, y))[1]\n"
+        "F.make_flow = make_flow\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(slow), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([str(BIN / "modgs-preprocess"), *map(str, preprocess_args(inputs, out)[1:])],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (out / ".staging/depth_prior").is_dir():
         time.sleep(0.05)  # interrupt once the depth prior is done (in the flow / caches step)
