@@ -165,8 +165,10 @@ def test_interrupt_keeps_finished_steps_and_the_rerun_equals_a_clean_run(inputs,
         "F.make_flow = make_flow\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(slow), os.environ.get("PYTHONPATH", "")]))
+    # As in a terminal: a background job (e.g. a CI runner) inherits SIGINT ignored; Ctrl-C's default restored.
     proc = subprocess.Popen([str(BIN / "modgs-preprocess"), *map(str, preprocess_args(inputs, out)[1:])],
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (out / ".staging/depth_prior").is_dir():
         time.sleep(0.05)  # interrupt once the depth prior is done (in the flow / caches step)
