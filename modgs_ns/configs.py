@@ -158,6 +158,9 @@ def _optimizers(
             TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final, stage2_lr=stage2_lr),
         ),
         "camera_opt": adam(1e-4, FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
+        # Lifespans are fixed at the canonical initialization (an optimizer only so densification copies them).
+        "times": adam(0.0),
+        "time_scales": adam(0.0),
     }
 
 
@@ -234,6 +237,7 @@ modgs_cpu_method = MethodSpecification(
             init_points_per_frame=8000,
             init_min_points=0,
             init_max_points=40000,
+            moving_lifespan=0.5,
             ordinal_pairs=50000,
             warmup_length=150,
             refine_every=100,

@@ -12,6 +12,7 @@ Variants (same step budget for all):
   c  Pearson-correlation depth loss instead of ordinal
   d  plain deformable GS: no initialization, no depth loss
   e  static Gaussians (splatfacto's model, time ignored)
+  g  a without lifespans for moving content (every Gaussian lives at all times, as MoDGS)
   A  oracle: a with the ground-truth depth as the prior
   F  oracle: a with ground-truth correspondences for stage 1 (the generator's analytic flow)
 Every row also carries the copy floor (the training frame of the same time scored as the held-out view)
@@ -54,6 +55,7 @@ VARIANTS = {  # name, with stage 1, extra ns-train arguments, oracle scene
         ["--pipeline.model.depth-loss", "none", "--pipeline.model.static-scene", "True"],
         None,
     ),
+    "g": ("MoDGS as published (no lifespans)", True, ["--pipeline.model.moving-lifespan", "0"], None),
     "A": ("oracle: GT depth as the prior", True, [], "gt_depth"),
     "F": ("oracle: GT correspondences", True, [], "gt_flow"),
 }

@@ -1,5 +1,6 @@
 """ModgsModel pieces: camera conventions, offline construction, time-conditioned rendering, loss."""
 
+import math
 import os
 from pathlib import Path
 
@@ -131,7 +132,7 @@ class _FramePoints:
         self.T = 2
 
     def frame_points(self, i, image_path=None):
-        return self.frames[i], torch.rand(len(self.frames[i]), 3)
+        return self.frames[i], torch.rand(len(self.frames[i]), 3), torch.zeros(len(self.frames[i]), dtype=torch.bool)
 
     def bbox(self):
         p = torch.cat(self.frames)
@@ -167,3 +168,68 @@ def test_canonical_initialization_replaces_gaussians_inside_optimizers():
         assert len(param) == len(means)
     assert torch.allclose(torch.sigmoid(model.opacities), torch.tensor(0.1))
     assert model.strategy_state["scene_scale"] == model.world_extent()
+
+
+def _lifespan_model():
+    """A model initialized from _FramePoints whose second frame's first 1000 points move (lifespans on)."""
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from modgs_ns.configs import modgs_cpu_method
+
+    model, *_ = make_model()
+    c = model.config
+    c.stage1_steps, c.init_min_points, c.init_max_points = 10, 0, 100000
+    c.stage1_eval_every, c.init_consistency_frames, c.moving_lifespan = 0, 0, 0.25
+    corr = _FramePoints()
+    moving = torch.zeros(3000, dtype=torch.bool)
+    moving[:1000] = True
+    corr.frame_points = lambda i, image_path=None: (
+        corr.frames[i],
+        torch.rand(3000, 3),
+        moving if i == 1 else torch.zeros(3000, dtype=torch.bool),
+    )
+    model._correspondences = corr
+    lo, hi = corr.bbox()
+    model.deform.set_normalization(torch.stack([lo, hi]))
+    optimizers = Optimizers(modgs_cpu_method.config.optimizers, model.get_param_groups())
+    model.initialize_canonical(optimizers, step=10)
+    return model, optimizers
+
+
+def test_moving_points_get_lifespans_around_their_frame():
+    model, _ = _lifespan_model()
+    times = model.gauss_params["times"].squeeze(-1)
+    widths = torch.exp(model.gauss_params["time_scales"].squeeze(-1))
+    mortal = widths < 100
+    assert int(mortal.sum()) == 1000  # exactly frame 1's moving points
+    assert torch.allclose(times[mortal], torch.tensor(1.0)) and torch.allclose(widths[mortal], torch.tensor(0.25))
+    # Opacity at t: sigmoid(logit) * exp(-0.5 ((t - 1) / 0.25)^2) for the mortal, unchanged for the rest.
+    for t in (0.0, 0.6, 1.0):
+        ids, _, opacity = model.gaussians_at(t)
+        expected = torch.sigmoid(model.opacities.squeeze(-1)) * torch.where(
+            mortal, torch.tensor(math.exp(-0.5 * ((t - 1.0) / 0.25) ** 2)), torch.tensor(1.0)
+        )
+        alive = torch.where(expected / torch.sigmoid(model.opacities.squeeze(-1)) >= model.config.lifespan_cutoff)[0]
+        assert torch.equal(ids, alive)
+        assert torch.allclose(opacity, expected[alive], rtol=1e-5)
+    assert len(model.gaussians_at(0.0)[0]) < len(model.means)  # at t=0 (4 widths away) frame 1 moving ones are cut
+
+
+def test_densification_statistics_land_on_the_rendered_subset():
+    model, optimizers = _lifespan_model()
+    model.train()
+    model.optimizers = optimizers.optimizers
+    model.step = 11
+    out = model.get_outputs(camera(0.0))
+    rendered = model.rendered_ids
+    assert rendered is not None and len(rendered) < len(model.means)
+    out["rgb"].sum().backward()
+    grads = model.info["means2d"].grad[0].clone()
+    seen = model.info["radii"][0] > 0
+    model.step_post_backward(11)
+    state = model.strategy_state
+    expected = torch.zeros(len(model.means))
+    half_size = torch.tensor([model.info["width"] / 2.0, model.info["height"] / 2.0])  # gsplat's normalization
+    expected[rendered[seen]] = (grads[seen] * half_size).norm(dim=-1)
+    assert torch.allclose(state["grad2d"], expected)
+    assert torch.equal(state["count"] > 0, torch.isin(torch.arange(len(model.means)), rendered[seen]))

@@ -29,6 +29,7 @@ class Correspondences:
             self.K, self.c2w = z["K"], z["c2w"]
         self.names, self.valid = load_valid_masks(root)
         _, moving = load_cache_masks(root, "moving")
+        self.moving = moving  # [T, H, W] bool: pixels that move in their frame
         with np.load(root / PAIRS_CACHE) as z:
             self.src = torch.from_numpy(z["src"].astype(np.int64))
             self.tgt = torch.from_numpy(z["tgt"])
@@ -158,14 +159,15 @@ class Correspondences:
             + P[y1, x1] * fx * fy
         )
 
-    def frame_points(self, i: int, image_path: Path | None = None) -> tuple[Tensor, Tensor | None]:
-        """Valid (non-edge) points of frame i and their colours in [0, 1] when the image is given."""
+    def frame_points(self, i: int, image_path: Path | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Valid (non-edge) points of frame i, their colours in [0, 1] when the image is given (else
+        None), and whether each moves."""
         m = torch.from_numpy(self.valid[i])
-        pts = self.points[i][m]
+        pts, moving = self.points[i][m], torch.from_numpy(self.moving[i])[m]
         if image_path is None:
-            return pts, None
+            return pts, None, moving
         img = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0)
+        return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0), moving
 
 
 def _balanced_subset(idx: Tensor, moving: Tensor, n: int, moving_fraction: float, rng: np.random.Generator) -> Tensor:

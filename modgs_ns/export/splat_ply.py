@@ -2,7 +2,8 @@
 
 MoDGS keeps one set of *canonical* Gaussians (the model's parameters, what `ns-export
 gaussian-splat` writes) and a deformation that moves their centres to any time t; rotations,
-scales, opacities and colours do not change with time. `gaussians_at_time` applies the deformation;
+scales and colours do not change with time; opacities only through a Gaussian's lifespan (moving
+content, when the run uses lifespans). `gaussians_at_time` applies both;
 `write_splat_ply` writes the layout 3DGS viewers read (x y z, nx ny nz, f_dc_*, f_rest_*, opacity
 as a logit, scale_* as logs, rot_* as a wxyz quaternion), all float32, from one structured numpy
 array in one write: no per-element Python loop.
@@ -24,22 +25,29 @@ SH_C0 = 0.28209479177387814
 
 @torch.no_grad()
 def gaussians_at_time(model, t: Optional[float], min_opacity: float = 1.0 / 255.0) -> Dict[str, np.ndarray]:
-    """Arrays of the model's Gaussians at time t (None: canonical), finite and above min_opacity."""
-    means = model.means if t is None else model.deformed_means(model.means, float(t))
+    """Arrays of the model's Gaussians at time t (None: canonical, all of them at their own opacity),
+    finite and above min_opacity."""
+    if t is None:
+        ids, means, opacity = slice(None), model.means, torch.sigmoid(model.opacities.reshape(-1))
+    else:
+        ids, means, opacity = model.gaussians_at(float(t))
+    # The stored logit where the lifespan leaves the opacity as it is (exact), else the logit of the product.
+    raw = model.opacities.reshape(-1)[ids]
+    opacity_logits = torch.where(opacity == torch.sigmoid(raw), raw, torch.logit(opacity.clamp(1e-7, 1 - 1e-7)))
     if model.config.sh_degree > 0:
-        f_dc = model.features_dc
-        f_rest = model.features_rest  # [N, K-1, 3]
+        f_dc = model.features_dc[ids]
+        f_rest = model.features_rest[ids]  # [N, K-1, 3]
     else:
         # sh_degree 0 stores colour logits (splatfacto's convention); viewers want SH DC coefficients.
-        f_dc = (torch.sigmoid(model.features_dc) - 0.5) / SH_C0
+        f_dc = (torch.sigmoid(model.features_dc[ids]) - 0.5) / SH_C0
         f_rest = f_dc.new_zeros(f_dc.shape[0], 0, 3)
     out = {
         "means": means.float().cpu().numpy(),
         "f_dc": f_dc.reshape(-1, 3).float().cpu().numpy(),
         "f_rest": f_rest.transpose(1, 2).reshape(f_rest.shape[0], -1).float().cpu().numpy(),  # channel-major, as 3DGS
-        "opacities": model.opacities.reshape(-1).float().cpu().numpy(),
-        "scales": model.scales.float().cpu().numpy(),
-        "quats": torch.nn.functional.normalize(model.quats, dim=-1).float().cpu().numpy(),
+        "opacities": opacity_logits.float().cpu().numpy(),
+        "scales": model.scales[ids].float().cpu().numpy(),
+        "quats": torch.nn.functional.normalize(model.quats[ids], dim=-1).float().cpu().numpy(),
     }
     keep = np.ones(len(out["means"]), bool)
     for v in out.values():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type, Union
@@ -36,6 +37,9 @@ from modgs_ns.model.losses import flow3d_loss, knn_smoothness_loss, ordinal_dept
 from modgs_ns.model.rasterize import rasterization
 from modgs_ns.scene.caches import DEPTH_CACHE, scene_bounds
 from modgs_ns.scene.errors import ConfigError
+
+STATIC_LOG_WIDTH = 10.0
+"""Log lifespan width of a Gaussian that lives at all times (e^10 time units: weight 1 within [0, 1])."""
 
 
 @dataclass
@@ -115,6 +119,17 @@ class ModgsModelConfig(SplatfactoModelConfig):
     other surfaces would render as ghosts of the moving objects. 0 = off (MoDGS). Deviation."""
     init_consistency_tolerance: float = 0.05
     """Relative depth margin of the free-space check."""
+
+    # --- lifespans of moving content (deviation)
+    moving_lifespan: float = 0.0
+    """Gaussians made from a frame's moving pixels keep their opacity only near that frame's time:
+    opacity * exp(-0.5 ((t - t_i) / (moving_lifespan * dt))^2), dt the median frame spacing; those from
+    static pixels live at all times. The deformation then carries a moving surface only over the short
+    range where stage 1 is accurate instead of across the whole video. 0 = MoDGS (every Gaussian lives
+    at all times). Deviation: MoDGS's shared deformation, fitted on the hard benchmark scene, misplaces
+    fast spinning objects by 5-45 px across the video, and stage 2 then fades them. Needs stage 1."""
+    lifespan_cutoff: float = 1e-3
+    """Gaussians whose lifespan weight at the rendered time is below this are left out of the render."""
 
     # --- stage 2 depth supervision
     depth_loss: Literal["ordinal", "pearson", "none"] = "ordinal"
@@ -218,6 +233,10 @@ class ModgsModel(SplatfactoModel):
             else:
                 dc = torch.logit(rgb, eps=1e-4)
             self.gauss_params["features_dc"] = torch.nn.Parameter(dc)
+        n = len(self.gauss_params["means"])
+        # Lifespan of each Gaussian: centre time and log width (fixed; STATIC_LOG_WIDTH = all times).
+        self.gauss_params["times"] = torch.nn.Parameter(torch.zeros(n, 1))
+        self.gauss_params["time_scales"] = torch.nn.Parameter(torch.full((n, 1), STATIC_LOG_WIDTH))
         c = self.config
         self.deform = Deformation(
             n_layers=c.deform_layers,
@@ -247,7 +266,15 @@ class ModgsModel(SplatfactoModel):
         # MoDGS gives the time encoder and the coupling network different stage-1 learning rates.
         groups["deform_time"] = list(self.deform.time_encoder.parameters())
         groups["deform"] = list(self.deform.layers.parameters())
+        groups["times"] = [self.gauss_params["times"]]
+        groups["time_scales"] = [self.gauss_params["time_scales"]]
         return groups
+
+    def load_state_dict(self, state, **kwargs):  # type: ignore
+        n = len(state.get("gauss_params.means", state.get("means", [])))
+        state.setdefault("gauss_params.times", torch.zeros(n, 1))  # runs from before lifespans: all static
+        state.setdefault("gauss_params.time_scales", torch.full((n, 1), STATIC_LOG_WIDTH))
+        return super().load_state_dict(state, **kwargs)
 
     # ------------------------------------------------------------------ stage 1
     @property
@@ -339,33 +366,44 @@ class ModgsModel(SplatfactoModel):
         return "; ".join(out) or "none"
 
     # ------------------------------------------------------------------ canonical initialization
+    def uses_lifespans(self) -> bool:
+        return self.config.moving_lifespan > 0 and self.config.stage1_steps > 0 and not self.config.static_scene
+
     @torch.no_grad()
-    def canonical_points(self) -> Tuple[Tensor, Tensor]:
+    def canonical_points(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """All frames' valid depth points warped to canonical space (only the first frame,
-        unwarped, without stage 1), voxel-downsampled and capped; with their colours."""
+        unwarped, without stage 1), voxel-downsampled and capped; with their colours, lifespan
+        centres and log widths. With lifespans, a frame's moving points keep their frame's time and
+        skip the free-space check and the merge across frames; the others live at all times."""
         c = self.config
         corr = self.correspondences
         frames = range(corr.T) if c.stage1_steps > 0 else [0]
+        lifespans = self.uses_lifespans()
         rng = np.random.default_rng(c.deform_seed)
-        pts, cols = [], []
+        pts, cols, moving_pts, moving_cols, moving_times = [], [], [], [], []
         for i in frames:
-            p, col = corr.frame_points(i, self.frame_images.get(corr.names[i]))
+            p, col, moving = corr.frame_points(i, self.frame_images.get(corr.names[i]))
             if col is None:
                 col = torch.full_like(p, 0.5)
             if 0 < c.init_points_per_frame < len(p):
                 keep = torch.from_numpy(rng.choice(len(p), c.init_points_per_frame, replace=False))
-                p, col = p[keep], col[keep]
+                p, col, moving = p[keep], col[keep], moving[keep]
             p = p.to(self.device)
             if c.stage1_steps > 0:
                 p = torch.cat([self.deform.to_canonical(chunk, float(corr.times[i])) for chunk in p.split(65536)])
-                if c.init_consistency_frames > 0:
-                    keep = self.free_space_consistent(p)
-                    p, col = p[keep], col[keep.cpu()]
+            if lifespans:
+                moving_pts.append(p[moving.to(p.device)].cpu())
+                moving_cols.append(col[moving])
+                moving_times.append(torch.full((int(moving.sum()),), float(corr.times[i])))
+                p, col = p[~moving.to(p.device)], col[~moving]
+            if c.stage1_steps > 0 and c.init_consistency_frames > 0:
+                keep = self.free_space_consistent(p)
+                p, col = p[keep], col[keep.cpu()]
             pts.append(p.cpu())
             cols.append(col)
         pts, cols = torch.cat(pts), torch.cat(cols)
         if c.stage1_steps > 0 and c.init_consistency_frames > 0:
-            CONSOLE.log(f"modgs: free-space check kept {len(pts)} of the sampled depth points")
+            CONSOLE.log(f"modgs: free-space check kept {len(pts)} of the sampled static depth points")
         down_p, down_c = voxel_downsample(
             pts, cols, (pts.max(0).values - pts.min(0).values).max() / c.init_voxel_divisions
         )
@@ -374,7 +412,16 @@ class ModgsModel(SplatfactoModel):
         if len(pts) > c.init_max_points:
             keep = torch.from_numpy(rng.choice(len(pts), c.init_max_points, replace=False))
             pts, cols = pts[keep], cols[keep]
-        return pts, cols
+        times = torch.zeros(len(pts))
+        widths = torch.full((len(pts),), STATIC_LOG_WIDTH)
+        if lifespans and moving_pts:
+            dt = float(np.median(np.diff(np.sort(corr.times)))) if corr.T > 1 else 1.0
+            mt = torch.cat(moving_times)
+            pts, cols = torch.cat([pts, *moving_pts]), torch.cat([cols, *moving_cols])
+            times = torch.cat([times, mt])
+            widths = torch.cat([widths, torch.full((len(mt),), math.log(c.moving_lifespan * dt))])
+            CONSOLE.log(f"modgs: {len(mt)} Gaussians from moving pixels live {c.moving_lifespan:g} frame(s) around their frame")
+        return pts, cols, times, widths
 
     @torch.no_grad()
     def free_space_consistent(self, canonical: Tensor) -> Tensor:
@@ -398,10 +445,16 @@ class ModgsModel(SplatfactoModel):
         """Replace the Gaussians with the canonical point cloud, inside their optimizers."""
         if self.config.stage1_steps > 0 and self.config.stage1_eval_every > 0 and not self.config.static_scene:
             self.stage1_evaluate(step, final=True)  # the fit the canonical cloud is built with, in every run's log
-        pts, rgb = self.canonical_points()
+        pts, rgb, times, widths = self.canonical_points()
         n = len(pts)
-        dist, _ = self.k_nearest_sklearn(pts, 3)
-        sq = torch.from_numpy(dist.astype(np.float32) ** 2).mean(-1, keepdim=True).clamp_min(1e-7)
+        # Size from the 3 nearest neighbours living at the same time (all static points form one group).
+        sq = torch.empty(n, 1)
+        group = torch.where(widths >= STATIC_LOG_WIDTH, torch.full_like(times, -1.0), times)
+        for g in torch.unique(group):
+            idx = torch.where(group == g)[0]
+            dist, _ = self.k_nearest_sklearn(pts[idx], min(3, max(len(idx) - 1, 1)))
+            sq[idx] = torch.from_numpy(dist.astype(np.float32) ** 2).mean(-1, keepdim=True)
+        sq = sq.clamp_min(1e-7)
         dim_sh = num_sh_bases(self.config.sh_degree)
         dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb.clamp(1e-4, 1 - 1e-4))
         new = {
@@ -411,6 +464,8 @@ class ModgsModel(SplatfactoModel):
             "features_dc": dc,
             "features_rest": torch.zeros(n, dim_sh - 1, 3),
             "opacities": torch.logit(torch.full((n, 1), 0.1)),
+            "times": times[:, None],
+            "time_scales": widths[:, None],
         }
         for name, value in new.items():
             if name in optimizers.optimizers:
@@ -456,13 +511,24 @@ class ModgsModel(SplatfactoModel):
     def step_post_backward(self, step):
         if self.in_stage1(step):
             return  # nothing was rendered; the Gaussians are not being trained yet
+        info, packed = self.info, False
+        if getattr(self, "rendered_ids", None) is not None:
+            # A subset was rendered: hand the strategy its statistics in packed form, indexed into all Gaussians.
+            seen = info["radii"][0] > 0
+            info = {
+                **info,
+                "gaussian_ids": self.rendered_ids[seen],
+                "radii": info["radii"][0][seen],
+                "means2d": types.SimpleNamespace(grad=info["means2d"].grad[0][seen]),
+            }
+            packed = True
         self.strategy.step_post_backward(
             params=self.gauss_params,
             optimizers=self.optimizers,
             state=self.strategy_state,
             step=self.step,
-            info=self.info,
-            packed=False,
+            info=info,
+            packed=packed,
         )
 
     def _rebind_optimizers(self, optimizers: Optimizers) -> None:
@@ -493,6 +559,25 @@ class ModgsModel(SplatfactoModel):
             return means
         return self.deform.from_canonical(means, t)
 
+    def lifespan_weights(self, t: float) -> Tensor:
+        """[N] opacity factor of each Gaussian at time t: exp(-0.5 ((t - centre) / width)^2)."""
+        centre = self.gauss_params["times"].squeeze(-1)
+        width = torch.exp(self.gauss_params["time_scales"].squeeze(-1))
+        return torch.exp(-0.5 * ((t - centre) / width) ** 2)
+
+    def gaussians_at(self, t: float, ids: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """(indices [M] of the Gaussians alive at t among `ids` (default all), their means at t [M, 3],
+        their opacities at t [M]). A Gaussian is alive when its lifespan weight is at least
+        `lifespan_cutoff` (always, without lifespans)."""
+        if ids is None:
+            ids = torch.arange(len(self.means), device=self.means.device)
+        opacity = torch.sigmoid(self.opacities[ids]).squeeze(-1)
+        if self.uses_lifespans() and not self.config.static_scene:
+            w = self.lifespan_weights(t)[ids]
+            alive = w >= self.config.lifespan_cutoff
+            ids, opacity = ids[alive], opacity[alive] * w[alive]
+        return ids, self.deformed_means(self.means[ids], t), opacity
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
         if not isinstance(camera, Cameras):
             return {}
@@ -503,18 +588,18 @@ class ModgsModel(SplatfactoModel):
             c2w = camera.camera_to_worlds
         t = self.camera_time(camera)
 
-        crop_ids = None
+        ids = None
         if self.crop_box is not None and not self.training:
-            crop_ids = self.crop_box.within(self.means).squeeze()
-            if crop_ids.sum() == 0:
-                return self.get_empty_outputs(
-                    int(camera.width.item()), int(camera.height.item()), self.background_color
-                )
+            ids = torch.where(self.crop_box.within(self.means).squeeze(-1))[0]
+        ids, means_t, opacities_t = self.gaussians_at(t, ids)
+        if len(ids) == 0:
+            return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+        # Which Gaussians were rendered, for the densification statistics (None: all of them, in order).
+        self.rendered_ids = None if len(ids) == len(self.means) else ids
 
         def sel(x):
-            return x if crop_ids is None else x[crop_ids]
+            return x if self.rendered_ids is None else x[ids]
 
-        means_t = self.deformed_means(sel(self.means), t)
         colors = torch.cat((sel(self.features_dc)[:, None, :], sel(self.features_rest)), dim=1)
 
         scale = self._get_downscale_factor()
@@ -541,7 +626,7 @@ class ModgsModel(SplatfactoModel):
             means=means_t,
             quats=sel(self.quats),
             scales=torch.exp(sel(self.scales)),
-            opacities=torch.sigmoid(sel(self.opacities)).squeeze(-1),
+            opacities=opacities_t,
             colors=colors,
             viewmats=viewmat,
             Ks=K,
