@@ -90,9 +90,11 @@ def _moving_masks(root: Path) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def evaluate_training_views(pipeline) -> dict:
+def evaluate_training_views(pipeline, output_dir: Optional[Path] = None, grid_every: int = 0) -> dict:
     """PSNR of every training view at its own time, inside the moving region (the scene's dynamic masks
-    where it has them, else the cache's per-frame moving pixels) and outside it (the background)."""
+    where it has them, else the cache's per-frame moving pixels) and outside it (the background).
+    With output_dir and grid_every > 0, a GT | render | error | depth grid of every N-th training view
+    (grids/train-view_<name>.png)."""
     model, dataset = pipeline.model, pipeline.datamanager.train_dataset
     model.eval()
     meta = dataset.metadata
@@ -109,7 +111,8 @@ def evaluate_training_views(pipeline) -> dict:
             if mask is None:
                 cached = _moving_masks(root) if cached is None else cached
                 mask, source = cached.get(name), "moving pixels (cache)"
-            pred = model.get_outputs_for_camera(dataset.cameras[i : i + 1])["rgb"].float().cpu()
+            out = model.get_outputs_for_camera(dataset.cameras[i : i + 1])
+            pred = out["rgb"].float().cpu()
             gt = dataset.get_image_float32(i)[..., :3].cpu()
             masks = {} if mask is None else {"moving": torch.from_numpy(mask), "background": torch.from_numpy(~mask)}
             rows.append(
@@ -119,6 +122,16 @@ def evaluate_training_views(pipeline) -> dict:
                     **image_metrics(pred, gt, masks, []),
                 }
             )
+            if output_dir is not None and grid_every > 0 and i % grid_every == 0:
+                t = dataset.cameras.times[i, 0] if dataset.cameras.times is not None else float("nan")
+                write_grid(
+                    Path(output_dir) / "grids" / f"train-view_{Path(name).stem}.png",
+                    gt.numpy(),
+                    pred.numpy(),
+                    out["depth"][..., 0].float().cpu().numpy(),
+                    out["accumulation"][..., 0].float().cpu().numpy(),
+                    f"training view {name}  t={float(t):.3f}  PSNR {rows[-1]['psnr']:.2f}",
+                )
             progress.advance(task)
     return {"mean": mean_metrics(rows), "images": rows}
 

@@ -105,7 +105,8 @@ class ModgsModelConfig(SplatfactoModelConfig):
 
     # --- canonical initialization at the switch
     init_points_per_frame: int = 0
-    """Depth points taken per frame before warping (0 = all valid points, as MoDGS)."""
+    """Depth points taken per frame before warping (0 = all valid points, as MoDGS); with lifespans,
+    among the frame's static points (see init_moving_points_per_frame)."""
     init_voxel_divisions: int = 500
     """Voxel = largest canonical extent / this (MoDGS: 500)."""
     init_min_points: int = 100000
@@ -128,6 +129,10 @@ class ModgsModelConfig(SplatfactoModelConfig):
     range where stage 1 is accurate instead of across the whole video. 0 = MoDGS (every Gaussian lives
     at all times). Deviation: MoDGS's shared deformation, fitted on the hard benchmark scene, misplaces
     fast spinning objects by 5-45 px across the video, and stage 2 then fades them. Needs stage 1."""
+    init_moving_points_per_frame: int = 0
+    """With lifespans: moving points taken per frame, apart from init_points_per_frame's draw among the
+    others (0 = all of the frame's valid moving points: a frame's moving surfaces are drawn by its own
+    points alone, so they are kept dense)."""
     lifespan_cutoff: float = 1e-3
     """Gaussians whose lifespan weight at the rendered time is below this are left out of the render."""
 
@@ -385,10 +390,15 @@ class ModgsModel(SplatfactoModel):
             p, col, moving = corr.frame_points(i, self.frame_images.get(corr.names[i]))
             if col is None:
                 col = torch.full_like(p, 0.5)
-            if 0 < c.init_points_per_frame < len(p):
-                keep = torch.from_numpy(rng.choice(len(p), c.init_points_per_frame, replace=False))
-                p, col, moving = p[keep], col[keep], moving[keep]
-            p = p.to(self.device)
+            if not lifespans:
+                moving = torch.zeros_like(moving)
+            # The frame's moving points (lifespans) and a draw among the rest, each capped on its own.
+            parts = [torch.where(moving)[0], torch.where(~moving)[0]]
+            for k, cap in enumerate((c.init_moving_points_per_frame, c.init_points_per_frame)):
+                if 0 < cap < len(parts[k]):
+                    parts[k] = parts[k][torch.from_numpy(rng.choice(len(parts[k]), cap, replace=False))]
+            keep = torch.cat(parts)
+            p, col, moving = p[keep].to(self.device), col[keep], moving[keep]
             if c.stage1_steps > 0:
                 p = torch.cat([self.deform.to_canonical(chunk, float(corr.times[i])) for chunk in p.split(65536)])
             if lifespans:
@@ -420,7 +430,9 @@ class ModgsModel(SplatfactoModel):
             pts, cols = torch.cat([pts, *moving_pts]), torch.cat([cols, *moving_cols])
             times = torch.cat([times, mt])
             widths = torch.cat([widths, torch.full((len(mt),), math.log(c.moving_lifespan * dt))])
-            CONSOLE.log(f"modgs: {len(mt)} Gaussians from moving pixels live {c.moving_lifespan:g} frame(s) around their frame")
+            CONSOLE.log(
+                f"modgs: {len(mt)} Gaussians from moving pixels live {c.moving_lifespan:g} frame(s) around their frame"
+            )
         return pts, cols, times, widths
 
     @torch.no_grad()

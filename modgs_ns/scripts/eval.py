@@ -39,7 +39,7 @@ class EvalArgs:
     """full: metrics on whole images (and masks); modgs: MoDGS's own protocol, both images multiplied
     by the rendered alpha > 0.5 first."""
     grid_every: int = 8
-    """Write a GT | render | error | depth grid for every N-th image (0: none)."""
+    """Write a GT | render | error | depth grid for every N-th image, and for every N-th training view (0: none)."""
     allow_training_views: bool = False
     """Score a scene without held-out cameras (its val/test views are training frames: not a novel-view metric)."""
     training_views: bool = True
@@ -101,7 +101,7 @@ def main(args: EvalArgs) -> int:
     if args.training_views:
         from modgs_ns.eval.evaluate import evaluate_training_views
 
-        result["training_views"] = evaluate_training_views(pipeline)
+        result["training_views"] = evaluate_training_views(pipeline, out_dir, args.grid_every)
     parser = pipeline.datamanager.dataparser
     est = getattr(parser, "test_camera_scale", None)
     result = {
