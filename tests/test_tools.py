@@ -254,18 +254,25 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     v = PlyData.read(str(tmp_path / "gaussians_t0.7500.ply"))["vertex"]
     model = run.model
     with torch.no_grad():
-        means = model.deformed_means(model.means, 0.75).numpy()
-        colors = torch.sigmoid(model.features_dc).numpy()
+        # Lifespans, computed here from the stored parameters: alive at 0.75 when the weight reaches the cutoff.
+        weight = torch.exp(
+            -0.5
+            * ((0.75 - model.gauss_params["times"][:, 0]) / torch.exp(model.gauss_params["time_scales"][:, 0])) ** 2
+        )
+        ids = torch.where(weight >= model.config.lifespan_cutoff)[0]
+        means = model.deformed_means(model.means[ids], 0.75).numpy()
+        colors = torch.sigmoid(model.features_dc[ids]).numpy()
+        opacity = (torch.sigmoid(model.opacities[ids, 0]) * weight[ids]).numpy()
     xyz = np.stack([v["x"], v["y"], v["z"]], -1)
     assert len(xyz) == len(means)
     np.testing.assert_allclose(xyz, means, atol=1e-5)
-    assert np.abs(xyz - model.means.detach().numpy()).max() > 1e-3  # not the canonical positions
+    assert np.abs(xyz - model.means[ids].detach().numpy()).max() > 1e-3  # not the canonical positions
     np.testing.assert_allclose(np.stack([v[f"f_dc_{i}"] for i in range(3)], -1) * SH_C0 + 0.5, colors, atol=1e-5)
-    np.testing.assert_allclose(v["opacity"], model.opacities.detach().numpy()[:, 0], atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-v["opacity"])), opacity, atol=1e-6)
     np.testing.assert_allclose(
-        np.stack([v[f"scale_{i}"] for i in range(3)], -1), model.scales.detach().numpy(), atol=1e-6
+        np.stack([v[f"scale_{i}"] for i in range(3)], -1), model.scales[ids].detach().numpy(), atol=1e-6
     )
-    q = torch.nn.functional.normalize(model.quats.detach(), dim=-1).numpy()
+    q = torch.nn.functional.normalize(model.quats[ids].detach(), dim=-1).numpy()
     np.testing.assert_allclose(np.stack([v[f"rot_{i}"] for i in range(4)], -1), q, atol=1e-6)
 
 

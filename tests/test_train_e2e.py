@@ -85,6 +85,16 @@ def test_too_few_steps_for_stage2_is_one_line_error(tiny):
     assert "must exceed --pipeline.model.stage1-steps" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("moving-lifespan", "-1", "must be >= 0 (0 = off)"), ("init-moving-opacity", "1.5", "must be in (0, 1)")],
+)
+def test_lifespan_options_out_of_range_are_one_line_errors(tiny, flag, value, message):
+    r = run(["ns-train", "modgs-cpu", "--data", "scene", f"--pipeline.model.{flag}", value], tiny)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"--pipeline.model.{flag} {message}, got" in r.stderr
+
+
 def test_splatfacto_option_modgs_ignores_is_one_line_error(tiny):
     r = run(
         [

@@ -133,6 +133,10 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """With lifespans: moving points taken per frame, apart from init_points_per_frame's draw among the
     others (0 = all of the frame's valid moving points: a frame's moving surfaces are drawn by its own
     points alone, so they are kept dense)."""
+    init_moving_opacity: float = 0.5
+    """Initial opacity of the Gaussians with lifespans (the others start at 0.1, as 3DGS). A frame's
+    moving Gaussians are trained only when a view near its time is drawn (1/T of the steps): from
+    0.1, the objects stay see-through for most of a short run."""
     lifespan_cutoff: float = 1e-3
     """Gaussians whose lifespan weight at the rendered time is below this are left out of the render."""
 
@@ -475,7 +479,9 @@ class ModgsModel(SplatfactoModel):
             "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
             "features_dc": dc,
             "features_rest": torch.zeros(n, dim_sh - 1, 3),
-            "opacities": torch.logit(torch.full((n, 1), 0.1)),
+            "opacities": torch.logit(
+                torch.where(widths[:, None] < STATIC_LOG_WIDTH, self.config.init_moving_opacity, 0.1)
+            ),
             "times": times[:, None],
             "time_scales": widths[:, None],
         }
