@@ -320,7 +320,11 @@ def test_modgs_eval_writes_metrics_and_grids(run, tmp_path):
     assert m["test_camera_scale"]["method"] == "metric-depth" and m["test_camera_scale"]["scale"] > 0
     for k in ("psnr", "ssim", "psnr_dynamic", "psnr_covisible"):
         assert m["mean"][k] is not None and math.isfinite(m["mean"][k]), k
-    assert len(list((tmp_path / "grids").glob("*.png"))) == math.ceil(n_test / 5)
+    grids = sorted(p.name for p in (tmp_path / "grids").glob("*.png"))
+    train_grids = [g for g in grids if g.startswith("train-view_")]
+    assert len(grids) - len(train_grids) == math.ceil(n_test / 5)
+    n_train = len(m["training_views"]["images"])
+    assert n_train == len(run.meta["train_filenames"]) and len(train_grids) == math.ceil(n_train / 5)
     assert "LPIPS" in r.stderr or m["mean"].get("lpips_alex") is not None  # skipped offline, and said so
     # MoDGS's own protocol (alpha-masked) scores the same renders differently.
     r2 = subprocess.run(
