@@ -155,3 +155,18 @@ def test_stage2_depth_loss_sees_depth_order_for_a_disparity_prior(scene, tmp_pat
     prior = np.load(out.metadata["depth_prior_filenames"][5])
     v = item["depth_valid"][..., 0].numpy()
     assert np.corrcoef(item["depth_prior"][..., 0].numpy()[v], prior[v])[0, 1] < -0.5  # disparity runs the other way
+
+
+def test_a_prior_with_median_disparity_zero_is_never_confident_and_does_not_crash():
+    # A random ReLU-headed model can output 0 over most of the frame: no scale to judge the shift by.
+    from modgs_ns.preprocess.pairs import _invert_with_shift
+    from modgs_ns.scene.caches import PairParams
+
+    disp = np.zeros((3, 12, 16), np.float32)
+    disp[:, :2] = 1.0  # a few positive pixels, the median is 0
+    valid = np.ones_like(disp, bool)
+    K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
+    depth, ok, stats = _invert_with_shift(disp, valid, np.ones((12, 16), bool), K, 0, PairParams())
+    assert stats["estimate_relative"] is None and not stats["confident"] and stats["applied"] == 0.0
+    assert ok[:, :2].all() and not ok[:, 2:].any()  # zero disparity is masked, not clamped into a wall
+    np.testing.assert_allclose(depth[:, :2], 1.0)

@@ -97,7 +97,11 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
         f"valid 3D pairs per frame (max {int(top)}, min {int(per.min())})"
         + (
             f"   disparity shift applied {shift['applied']:.4g} ({shift['source']}; estimate {shift['estimate']:.4g}, "
-            f"{100 * shift['estimate_relative']:.0f}% of the median disparity)"
+            + (
+                f"{100 * shift['estimate_relative']:.0f}% of the median disparity)"
+                if shift.get("estimate_relative") is not None
+                else "median disparity 0)"
+            )
             if shift
             else ""
         ),

@@ -176,8 +176,10 @@ def _invert_with_shift(disp, valid, static, K, ref: int, params: PairParams, fra
     if len(ests) >= 3:
         est = float(np.median(ests))
         stderr = 1.4826 * float(np.median(np.abs(np.array(ests) - est))) / np.sqrt(len(ests))
+        # A median disparity of 0 (a prior that is mostly zero, e.g. a ReLU head's) gives no scale: never confident.
         confident = bool(stderr < 0.05 * abs(median))
-        detail = f"median of {len(ests)} frames' plane estimates, standard error {100 * stderr / abs(median):.1f}% of the median disparity"
+        relative = f"{100 * stderr / abs(median):.1f}% of the median disparity" if median != 0 else "median disparity 0"
+        detail = f"median of {len(ests)} frames' plane estimates, standard error {relative}"
     else:
         est, confident, detail = 0.0, False, f"dominant orthogonal planes found in {len(ests)} frame(s); 3 needed"
     s = params.disparity_shift if params.disparity_shift is not None else (est if confident else 0.0)
@@ -185,7 +187,7 @@ def _invert_with_shift(disp, valid, static, K, ref: int, params: PairParams, fra
     source = "given" if params.disparity_shift is not None else ("estimated" if confident else "none (not confident)")
     stats = {
         "estimate": est,
-        "estimate_relative": est / median,
+        "estimate_relative": est / median if median != 0 else None,
         "confident": confident,
         "detail": detail,
         "applied": float(s),

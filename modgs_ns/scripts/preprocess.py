@@ -66,7 +66,12 @@ def main(cfg: PreprocessConfig) -> int:
         s = c["disparity_shift"]
         print(
             f"  disparity prior: global shift {s['applied']:.4g} applied ({s['source']}); plane estimate {s['estimate']:.4g} "
-            f"= {100 * s['estimate_relative']:.0f}% of the median disparity ({s['detail']})"
+            + (
+                f"= {100 * s['estimate_relative']:.0f}% of the median disparity"
+                if s.get("estimate_relative") is not None
+                else "(median disparity 0)"
+            )
+            + f" ({s['detail']})"
         )
     if cfg.diagnostics:
         print(f"  diagnostics: {cfg.output_dir / 'diagnostics.png'}")
