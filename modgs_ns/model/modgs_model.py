@@ -587,10 +587,14 @@ class ModgsModel(SplatfactoModel):
         """(indices [M] of the Gaussians alive at t among `ids` (default all), their means at t [M, 3],
         their opacities at t [M]). A Gaussian is alive when its lifespan weight is at least
         `lifespan_cutoff` (always, without lifespans)."""
+        lifespans = self.uses_lifespans()
+        if ids is None and not lifespans:  # everything, in order: no gather on the training hot path
+            ids = torch.arange(len(self.means), device=self.means.device)
+            return ids, self.deformed_means(self.means, t), torch.sigmoid(self.opacities).squeeze(-1)
         if ids is None:
             ids = torch.arange(len(self.means), device=self.means.device)
         opacity = torch.sigmoid(self.opacities[ids]).squeeze(-1)
-        if self.uses_lifespans() and not self.config.static_scene:
+        if lifespans:
             w = self.lifespan_weights(t)[ids]
             alive = w >= self.config.lifespan_cutoff
             ids, opacity = ids[alive], opacity[alive] * w[alive]
