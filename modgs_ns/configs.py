@@ -122,6 +122,8 @@ class ModgsTrainerConfig(TrainerConfig):
                 ">= 0",
             ),
             ("init-moving-opacity", m.init_moving_opacity, 0 < m.init_moving_opacity < 1, "in (0, 1)"),
+            ("init-moving-scale", m.init_moving_scale, m.init_moving_scale > 0, "> 0"),
+            ("lifespan-exponent", m.lifespan_exponent, m.lifespan_exponent > 0, "> 0"),
             ("lifespan-cutoff", m.lifespan_cutoff, 0 <= m.lifespan_cutoff < 1, "in [0, 1)"),
         ):
             if not ok:
@@ -236,12 +238,13 @@ modgs_method = MethodSpecification(
 # README's preset table has them all): a ~14x cheaper deformation network (64-wide instead of 256),
 # at most 2000 stage-1 steps of 4096 points at learning rate 2e-3 decaying to 10% (instead of 500k
 # steps of up to 300k points at 1e-4 / 1e-3), 8k static points per frame capped at 40k (moving points
-# all kept, with lifespans), 1000 stage-2 steps with densification compressed into them and no
-# opacity resets, and 50k ordinal pairs per step instead of 200k.
+# all kept, with lifespans), 2000 stage-2 steps with densification compressed into them and no
+# opacity resets, static Gaussians not deformed and the deformation kept from stage 1 (with
+# lifespans), and 50k ordinal pairs per step instead of 200k.
 modgs_cpu_method = MethodSpecification(
     config=_trainer(
         "modgs-cpu",
-        2000 + 1000,
+        2000 + 2000,
         ModgsModelConfig(
             stage1_steps=2000,
             stage1_points=4096,
@@ -253,6 +256,8 @@ modgs_cpu_method = MethodSpecification(
             init_min_points=0,
             init_max_points=40000,
             moving_lifespan=0.5,
+            deform_static=False,
+            train_deformation_in_stage2=False,
             ordinal_pairs=50000,
             warmup_length=150,
             refine_every=100,

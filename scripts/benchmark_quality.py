@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,7 +99,9 @@ def main() -> None:
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--stage1-steps", type=int, default=2000)
-    ap.add_argument("--stage2-steps", type=int, default=1000)
+    ap.add_argument("--stage2-steps", type=int, default=2000)
+    ap.add_argument("--train-args", default="", help="extra ns-train arguments for every run (one string)")
+    ap.add_argument("--tag", default="", help="suffix of the run names (keeps earlier runs of a variant)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--width", type=int, default=240)
     ap.add_argument("--height", type=int, default=180)
@@ -136,6 +139,7 @@ def main() -> None:
             name, with_stage1, extra, oracle = VARIANTS[v]
             n1 = args.stage1_steps if with_stage1 else 0
             runs = args.work_dir / scene / "runs"
+            v = v + args.tag
             shutil.rmtree(runs / v, ignore_errors=True)
             data = oracle_scene(sdir, oracle) if oracle else sdir
             cmd = [
@@ -156,6 +160,7 @@ def main() -> None:
                 "--pipeline.model.stage1-steps",
                 str(n1),
                 *extra,
+                *shlex.split(args.train_args),
             ]
             print(f"[{scene}/{v}] training: {name}", flush=True)
             t_train = run(cmd, args.work_dir / scene / f"{v}_train.log", env)

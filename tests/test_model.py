@@ -1,5 +1,6 @@
 """ModgsModel pieces: camera conventions, offline construction, time-conditioned rendering, loss."""
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -170,8 +171,9 @@ def test_canonical_initialization_replaces_gaussians_inside_optimizers():
     assert model.strategy_state["scene_scale"] == model.world_extent()
 
 
-def _lifespan_model():
-    """A model initialized from _FramePoints whose second frame's first 1000 points move (lifespans on)."""
+def _lifespan_model(**config):
+    """A model initialized from _FramePoints whose second frame's first 1000 points move (lifespans on);
+    `config`: ModgsModelConfig fields to set before the initialization."""
     from nerfstudio.engine.optimizers import Optimizers
 
     from modgs_ns.configs import modgs_cpu_method
@@ -180,6 +182,8 @@ def _lifespan_model():
     c = model.config
     c.stage1_steps, c.init_min_points, c.init_max_points = 10, 0, 100000
     c.stage1_eval_every, c.init_consistency_frames, c.moving_lifespan = 0, 0, 0.25
+    for k, v in config.items():
+        setattr(c, k, v)
     corr = _FramePoints()
     moving = torch.zeros(3000, dtype=torch.bool)
     moving[:1000] = True
@@ -191,6 +195,10 @@ def _lifespan_model():
     model._correspondences = corr
     lo, hi = corr.bbox()
     model.deform.set_normalization(torch.stack([lo, hi]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a deformation that moves points (its last layers start at zero: identity)
+        for p in model.deform.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
     optimizers = Optimizers(modgs_cpu_method.config.optimizers, model.get_param_groups())
     model.initialize_canonical(optimizers, step=10)
     return model, optimizers
@@ -203,16 +211,83 @@ def test_moving_points_get_lifespans_around_their_frame():
     mortal = widths < 100
     assert int(mortal.sum()) == 1000  # exactly frame 1's moving points
     assert torch.allclose(times[mortal], torch.tensor(1.0)) and torch.allclose(widths[mortal], torch.tensor(0.25))
-    # Opacity at t: sigmoid(logit) * exp(-0.5 ((t - 1) / 0.25)^2) for the mortal, unchanged for the rest.
-    for t in (0.0, 0.6, 1.0):
+    # Opacity at t: sigmoid(logit) * exp(-0.5 |(t - 1) / 0.25|^p) for the mortal, unchanged for the rest.
+    for p, t in itertools.product((2.0, 8.0), (0.0, 0.6, 0.8, 1.0)):
+        model.config.lifespan_exponent = p
         ids, _, opacity = model.gaussians_at(t)
         expected = torch.sigmoid(model.opacities.squeeze(-1)) * torch.where(
-            mortal, torch.tensor(math.exp(-0.5 * ((t - 1.0) / 0.25) ** 2)), torch.tensor(1.0)
+            mortal, torch.tensor(math.exp(-0.5 * abs((t - 1.0) / 0.25) ** p)), torch.tensor(1.0)
         )
         alive = torch.where(expected / torch.sigmoid(model.opacities.squeeze(-1)) >= model.config.lifespan_cutoff)[0]
         assert torch.equal(ids, alive)
         assert torch.allclose(opacity, expected[alive], rtol=1e-5)
+    model.config.lifespan_exponent = 2.0
     assert len(model.gaussians_at(0.0)[0]) < len(model.means)  # at t=0 (4 widths away) frame 1 moving ones are cut
+
+
+def test_without_deform_static_only_gaussians_with_lifespans_move():
+    model, _ = _lifespan_model()
+    mortal = model.gauss_params["time_scales"].squeeze(-1) < 5
+    for t in (0.8, 1.0):
+        _, deformed, _ = model.gaussians_at(t)  # deform_static True (MoDGS): everything goes through it
+        model.config.deform_static = False
+        ids, means_t, _ = model.gaussians_at(t)
+        model.config.deform_static = True
+        expected = model.deform.from_canonical(model.means[ids], t).detach()
+        keep = mortal[ids]
+        assert keep.any() and (~keep).any()
+        assert torch.equal(means_t[~keep], model.means[ids][~keep])  # the static ones stay in place
+        assert torch.allclose(means_t[keep], expected[keep], atol=1e-6)
+        assert torch.allclose(deformed, expected, atol=1e-6)
+        assert (expected[~keep] - model.means[ids][~keep]).abs().max() > 1e-4  # the deformation is not identity
+
+
+EXACT = "donot_use_mm_for_euclid_dist"  # cdist's matrix-product shortcut is off by ~1e-3 here
+
+
+@pytest.mark.parametrize("deform_static", [True, False])
+def test_static_gaussians_start_where_they_render_at_their_frame(deform_static):
+    # One point per voxel, so that the canonical means are the (warped or not) frame points themselves.
+    model, _ = _lifespan_model(deform_static=deform_static, init_voxel_divisions=10**6)
+    static = model.gauss_params["time_scales"].squeeze(-1) >= 5
+    observed = torch.cat(model._correspondences.frames)
+    for t in (0.0, 1.0):
+        ids, means_t, _ = model.gaussians_at(t)
+        at_t = means_t[static[ids]].detach()
+        nearest = torch.cdist(at_t, observed, compute_mode=EXACT).min(1).values
+        frame = observed[:3000] if t == 0.0 else observed[3000:]
+        own = (
+            torch.cdist(at_t, frame, compute_mode=EXACT).min(1).values < 1e-4
+        )  # the static points of the frame at time t
+        # Either way a frame's static points are where it saw them at its own time (3000 static in frame
+        # 0, 2000 in frame 1); deformed ones went to canonical space and back (the deformation is exact).
+        assert own.sum() >= (3000 if t == 0.0 else 2000)
+        if not deform_static:  # never deformed: every static Gaussian sits on a point some frame observed
+            assert torch.all(nearest < 1e-5)
+        else:  # the other frame's points moved with the (random, not identity) deformation
+            assert (nearest > 1e-4).sum() > 1000
+
+
+@pytest.mark.parametrize("train_in_stage2,lifespan", [(False, 0.25), (True, 0.25), (False, 0.0)])
+def test_stage2_keeps_the_deformation_only_with_lifespans_when_asked(train_in_stage2, lifespan):
+    model, optimizers = _lifespan_model(train_deformation_in_stage2=train_in_stage2)
+    model.config.moving_lifespan = lifespan
+    model.train()
+    model.optimizers = optimizers.optimizers
+    before = [p.detach().clone() for p in model.deform.parameters()]
+    for step in (11, 12):  # two stage-2 steps: step_cb, render, backward, Adam
+        model.step_cb(optimizers, step)
+        model.step = step
+        out = model.get_outputs(camera(0.8))
+        out["rgb"].mean().backward()
+        assert model.means.grad is not None and model.means.grad.abs().sum() > 0  # positions still learn
+        optimizers.optimizer_step_all()
+        optimizers.zero_grad_all()
+    kept = not train_in_stage2 and lifespan > 0
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, model.deform.parameters()))
+    assert unchanged == kept
+    model.step_cb(optimizers, 5)  # back in stage 1 (a resumed stage-1 run): trained again
+    assert all(p.requires_grad for p in model.deform.parameters())
 
 
 def test_densification_statistics_land_on_the_rendered_subset():
