@@ -2,7 +2,7 @@
 # End-to-end demo on CPU: generated scene -> ns-train -> test-camera PSNR -> time-sweeping video.
 # Creates .venv when missing. Outputs go to $DEMO_DIR (default demo_output/).
 #   STEPS=1400 STAGE1=800 scripts/demo.sh   (total steps, stage 1 included; default 1200 = 800 stage 1
-#                                            + 400 stage 2, shorter than the modgs-cpu preset's 2000 + 1000)
+#                                            + 400 stage 2, shorter than the modgs-cpu preset's 2000 + 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
