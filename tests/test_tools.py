@@ -232,6 +232,7 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     from plyfile import PlyData
 
     from modgs_ns.export.splat_ply import SH_C0
+    from modgs_ns.model.modgs_model import STATIC_LOG_WIDTH
 
     r = subprocess.run(
         [
@@ -260,13 +261,16 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
             * ((0.75 - model.gauss_params["times"][:, 0]) / torch.exp(model.gauss_params["time_scales"][:, 0])) ** 2
         )
         ids = torch.where(weight >= model.config.lifespan_cutoff)[0]
-        means = model.deformed_means(model.means[ids], 0.75).numpy()
+        # Deformed: Gaussians with lifespans, and the static ones too unless deform_static is off (modgs-cpu).
+        moves = (model.gauss_params["time_scales"][ids, 0] < STATIC_LOG_WIDTH) | model.config.deform_static
+        canonical = model.means[ids]
+        means = torch.where(moves[:, None], model.deformed_means(canonical, 0.75), canonical).numpy()
         colors = torch.sigmoid(model.features_dc[ids]).numpy()
         opacity = (torch.sigmoid(model.opacities[ids, 0]) * weight[ids]).numpy()
     xyz = np.stack([v["x"], v["y"], v["z"]], -1)
     assert len(xyz) == len(means)
     np.testing.assert_allclose(xyz, means, atol=1e-5)
-    assert np.abs(xyz - model.means[ids].detach().numpy()).max() > 1e-3  # not the canonical positions
+    assert np.abs(xyz - canonical.numpy())[moves.numpy()].max() > 1e-3  # not the canonical positions
     np.testing.assert_allclose(np.stack([v[f"f_dc_{i}"] for i in range(3)], -1) * SH_C0 + 0.5, colors, atol=1e-5)
     np.testing.assert_allclose(1 / (1 + np.exp(-v["opacity"])), opacity, atol=1e-6)
     np.testing.assert_allclose(
