@@ -408,6 +408,7 @@ class ModgsModel(SplatfactoModel):
         corr = self.correspondences
         frames = range(corr.T) if c.stage1_steps > 0 else [0]
         lifespans = self.uses_lifespans()
+        static_in_place = lifespans and not c.deform_static
         rng = np.random.default_rng(c.deform_seed)
         pts, cols, moving_pts, moving_cols, moving_times = [], [], [], [], []
         for i in frames:
@@ -423,18 +424,19 @@ class ModgsModel(SplatfactoModel):
                     parts[k] = parts[k][torch.from_numpy(rng.choice(len(parts[k]), cap, replace=False))]
             keep = torch.cat(parts)
             p, col, moving = p[keep].to(self.device), col[keep], moving[keep]
-            observed = p
             if c.stage1_steps > 0:
-                p = torch.cat([self.deform.to_canonical(chunk, float(corr.times[i])) for chunk in p.split(65536)])
+                # Gaussians that are never deformed (static ones, deform_static off) start where their frame saw them.
+                warp = moving.to(p.device) if static_in_place else torch.ones(len(p), dtype=torch.bool, device=p.device)
+                p = p.clone()
+                t_i = float(corr.times[i])
+                p[warp] = torch.cat([self.deform.to_canonical(chunk, t_i) for chunk in p[warp].split(65536)])
             if lifespans:
                 moving_pts.append(p[moving.to(p.device)].cpu())
                 moving_cols.append(col[moving])
                 moving_times.append(torch.full((int(moving.sum()),), float(corr.times[i])))
-                # Gaussians that are never deformed start where their frame saw them.
-                p = observed if not c.deform_static else p
                 p, col = p[~moving.to(p.device)], col[~moving]
             if c.stage1_steps > 0 and c.init_consistency_frames > 0:
-                keep = self.free_space_consistent(p, deformed=not lifespans or c.deform_static)
+                keep = self.free_space_consistent(p, deformed=not static_in_place)
                 p, col = p[keep], col[keep.cpu()]
             pts.append(p.cpu())
             cols.append(col)
@@ -497,7 +499,8 @@ class ModgsModel(SplatfactoModel):
             dist, _ = self.k_nearest_sklearn(pts[idx], min(3, max(len(idx) - 1, 1)))
             sq[idx] = torch.from_numpy(dist.astype(np.float32) ** 2).mean(-1, keepdim=True)
         sq = sq.clamp_min(1e-7)
-        sq = torch.where(widths[:, None] < STATIC_LOG_WIDTH, sq * self.config.init_moving_scale**2, sq)
+        mortal = widths[:, None] < STATIC_LOG_WIDTH
+        sq = torch.where(mortal, sq * self.config.init_moving_scale**2, sq)
         dim_sh = num_sh_bases(self.config.sh_degree)
         dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb.clamp(1e-4, 1 - 1e-4))
         new = {
@@ -506,9 +509,7 @@ class ModgsModel(SplatfactoModel):
             "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
             "features_dc": dc,
             "features_rest": torch.zeros(n, dim_sh - 1, 3),
-            "opacities": torch.logit(
-                torch.where(widths[:, None] < STATIC_LOG_WIDTH, self.config.init_moving_opacity, 0.1)
-            ),
+            "opacities": torch.logit(torch.where(mortal, self.config.init_moving_opacity, 0.1)),
             "times": times[:, None],
             "time_scales": widths[:, None],
         }
