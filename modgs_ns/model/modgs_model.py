@@ -564,6 +564,11 @@ class ModgsModel(SplatfactoModel):
     def step_post_backward(self, step):
         if self.in_stage1(step):
             return  # nothing was rendered; the Gaussians are not being trained yet
+        if self.step == 0:
+            # gsplat resets every opacity to 2 * cull_alpha_thresh whenever step % reset_every == 0,
+            # step 0 included: at the first stage-2 step that would erase the canonical cloud's initial
+            # opacities (3DGS's first reset is at reset_every, never at its first step).
+            return
         info, packed = self.info, False
         if getattr(self, "rendered_ids", None) is not None:
             # A subset was rendered: hand the strategy its statistics in packed form, indexed into all Gaussians.
