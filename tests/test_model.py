@@ -308,3 +308,25 @@ def test_densification_statistics_land_on_the_rendered_subset():
     expected[rendered[seen]] = (grads[seen] * half_size).norm(dim=-1)
     assert torch.allclose(state["grad2d"], expected)
     assert torch.equal(state["count"] > 0, torch.isin(torch.arange(len(model.means)), rendered[seen]))
+
+
+def test_first_stage2_step_keeps_the_initial_opacities_and_later_resets_still_happen():
+    # gsplat's strategy resets every opacity to 2 * cull_alpha_thresh at step % reset_every == 0, which
+    # includes stage 2's step 0; 3DGS's first reset comes after reset_every steps.
+    model, optimizers = _lifespan_model(init_moving_opacity=0.5)
+    model.train()
+    mortal = model.gauss_params["time_scales"].squeeze(-1) < 5
+    expected = torch.where(mortal, torch.tensor(0.5), torch.tensor(0.1))
+    reset_every = model.strategy.reset_every
+    for stage2_step in (0, reset_every):
+        model.step_cb(optimizers, model.config.stage1_steps + stage2_step)
+        assert model.step == stage2_step
+        model.get_outputs(camera(1.0))["rgb"].mean().backward()
+        model.step_post_backward(model.config.stage1_steps + stage2_step)
+        optimizers.zero_grad_all()
+        opacity = torch.sigmoid(model.opacities.detach().squeeze(-1))
+        if stage2_step == 0:
+            assert torch.allclose(opacity, expected)
+        else:  # the periodic reset is still there: opacities capped at 2 * cull_alpha_thresh (0.2 here)
+            assert torch.allclose(opacity, expected.clamp(max=2 * model.config.cull_alpha_thresh))
+            assert (opacity < expected).any()
