@@ -227,7 +227,7 @@ def test_moving_points_get_lifespans_around_their_frame():
 
 def test_without_deform_static_only_gaussians_with_lifespans_move():
     model, _ = _lifespan_model()
-    mortal = model.gauss_params["time_scales"].squeeze(-1) < 5
+    mortal = model.has_lifespan()
     for t in (0.8, 1.0):
         _, deformed, _ = model.gaussians_at(t)  # deform_static True (MoDGS): everything goes through it
         model.config.deform_static = False
@@ -315,7 +315,7 @@ def test_first_stage2_step_keeps_the_initial_opacities_and_later_resets_still_ha
     # includes stage 2's step 0; 3DGS's first reset comes after reset_every steps.
     model, optimizers = _lifespan_model(init_moving_opacity=0.5)
     model.train()
-    mortal = model.gauss_params["time_scales"].squeeze(-1) < 5
+    mortal = model.has_lifespan()
     expected = torch.where(mortal, torch.tensor(0.5), torch.tensor(0.1))
     reset_every = model.strategy.reset_every
     for stage2_step in (0, reset_every):

@@ -232,7 +232,6 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     from plyfile import PlyData
 
     from modgs_ns.export.splat_ply import SH_C0
-    from modgs_ns.model.modgs_model import STATIC_LOG_WIDTH
 
     r = subprocess.run(
         [
@@ -262,7 +261,7 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
         )
         ids = torch.where(weight >= model.config.lifespan_cutoff)[0]
         # Deformed: Gaussians with lifespans, and the static ones too unless deform_static is off (modgs-cpu).
-        moves = (model.gauss_params["time_scales"][ids, 0] < STATIC_LOG_WIDTH) | model.config.deform_static
+        moves = model.has_lifespan(ids) | model.config.deform_static
         canonical = model.means[ids]
         means = torch.where(moves[:, None], model.deformed_means(canonical, 0.75), canonical).numpy()
         colors = torch.sigmoid(model.features_dc[ids]).numpy()
