@@ -125,6 +125,7 @@ class ModgsTrainerConfig(TrainerConfig):
             ("init-moving-scale", m.init_moving_scale, m.init_moving_scale > 0, "> 0"),
             ("lifespan-exponent", m.lifespan_exponent, m.lifespan_exponent > 0, "> 0"),
             ("lifespan-cutoff", m.lifespan_cutoff, 0 <= m.lifespan_cutoff < 1, "in [0, 1)"),
+            ("init-thickness", m.init_thickness, 0 < m.init_thickness <= 1, "in (0, 1]"),
         ):
             if not ok:
                 raise ConfigError(f"--pipeline.model.{flag} must be {valid}, got {value}")

@@ -110,3 +110,20 @@ def test_sampling_follows_the_window_and_weights(scene):
     # Every frame is a source once per epoch.
     assert sorted(corr.sample(s, 10)["src_frame"] for s in range(corr.T)) == list(range(corr.T))
     assert torch.isfinite(corr.points).all()
+
+
+def test_point_map_normals_of_a_tilted_plane_face_the_camera():
+    from modgs_ns.data.correspondences import point_map_normals
+    from modgs_ns.scene.geometry import unproject
+
+    K = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]])
+    c2w = np.eye(4)[:3]  # camera at the origin looking down -z (OpenGL)
+    normal = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])  # faces the camera (+z side)
+    # Depth of the plane n . X = -3 along each pixel ray (ray in world: ((u-cx)/fx, -(v-cy)/fy, -1) * z).
+    u, v = np.meshgrid(np.arange(64) + 0.5, np.arange(48) + 0.5)
+    ray = np.stack([(u - 32) / 60.0, -(v - 24) / 60.0, -np.ones_like(u)], -1)
+    depth = -3.0 / (ray @ normal)
+    points = unproject(depth, K, c2w)
+    assert np.allclose(points @ normal, -3.0, atol=1e-4)  # the depth map is that plane
+    n = point_map_normals(points, np.zeros(3))
+    assert np.allclose(n, normal, atol=1e-4)

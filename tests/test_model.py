@@ -131,6 +131,10 @@ class _FramePoints:
         self.times = torch.tensor([0.0, 1.0])
         self.names = ["a.png", "b.png"]
         self.T = 2
+        self.normals = [torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) for _ in range(2)]
+
+    def frame_normals(self, i):
+        return self.normals[i]
 
     def frame_points(self, i, image_path=None):
         return self.frames[i], torch.rand(len(self.frames[i]), 3), torch.zeros(len(self.frames[i]), dtype=torch.bool)
@@ -330,3 +334,36 @@ def test_first_stage2_step_keeps_the_initial_opacities_and_later_resets_still_ha
         else:  # the periodic reset is still there: opacities capped at 2 * cull_alpha_thresh (0.2 here)
             assert torch.allclose(opacity, expected.clamp(max=2 * model.config.cull_alpha_thresh))
             assert (opacity < expected).any()
+
+
+def test_quat_with_z_axis_turns_the_thin_axis_onto_the_normal():
+    from modgs_ns.model.modgs_model import quat_with_z_axis
+    from modgs_ns.model.rasterize_torch import quat_scale_to_covar
+
+    g = torch.Generator().manual_seed(0)
+    axes = torch.eye(3)
+    normals = torch.cat([axes, -axes, torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1)])
+    q = quat_with_z_axis(normals)
+    assert torch.allclose(q.norm(dim=-1), torch.ones(len(q)), atol=1e-6)
+    cov = quat_scale_to_covar(q, torch.tensor([1.0, 1.0, 0.1]).expand(len(q), 3))
+    # Sigma n = 0.01 n along the normal, and Sigma is the identity across it.
+    assert torch.allclose((cov @ normals[:, :, None])[..., 0], 0.01 * normals, atol=1e-5)
+    assert torch.allclose(torch.linalg.eigvalsh(cov), torch.tensor([0.01, 1.0, 1.0]).expand(len(q), 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("thickness", [0.1, 1.0])
+def test_flat_initialization_lays_gaussians_on_their_frames_surface(thickness):
+    from modgs_ns.model.rasterize_torch import quat_scale_to_covar
+
+    # One point per voxel: every Gaussian is one frame point, so its normal is that point's normal.
+    model, _ = _lifespan_model(init_thickness=thickness, init_voxel_divisions=10**6)
+    cov = quat_scale_to_covar(model.quats.detach(), torch.exp(model.scales.detach()))
+    eigval, eigvec = torch.linalg.eigh(cov)
+    ratio = (eigval[:, 0] / eigval[:, 2]).sqrt()
+    assert torch.allclose(ratio, torch.tensor(thickness), atol=1e-3)
+    if thickness < 1:
+        given = torch.cat(model._correspondences.normals)
+        cos = (eigvec[:, :, 0] @ given.T).abs().max(-1).values  # the thin axis against every frame normal
+        assert bool((cos > 1 - 1e-5).all())
+    else:  # MoDGS: spheres, identity rotations
+        assert torch.equal(model.quats.detach(), torch.tensor([1.0, 0, 0, 0]).expand(len(model.quats), 4))

@@ -169,6 +169,21 @@ class Correspondences:
         img = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0), moving
 
+    def frame_normals(self, i: int) -> Tensor:
+        """[N,3] unit surface normals of frame i's depth map at its valid points (frame_points' order)."""
+        n = point_map_normals(self.points[i].numpy(), np.asarray(self.c2w[i])[:3, 3])
+        return torch.from_numpy(n[self.valid[i]])
+
+
+def point_map_normals(points: np.ndarray, camera_centre: np.ndarray) -> np.ndarray:
+    """Unit surface normals [H,W,3] of a point map [H,W,3] (central differences, one-sided at the
+    border), turned towards the camera centre [3]."""
+    du, dv = np.gradient(points.astype(np.float64), axis=1), np.gradient(points.astype(np.float64), axis=0)
+    n = np.cross(du, dv)
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    facing = np.sum(n * (camera_centre - points), axis=-1, keepdims=True) >= 0
+    return np.where(facing, n, -n).astype(np.float32)
+
 
 def _balanced_subset(idx: Tensor, moving: Tensor, n: int, moving_fraction: float, rng: np.random.Generator) -> Tensor:
     """n of `idx`, of which min(#moving, n * moving_fraction) moving ones, the rest uniform among the others."""

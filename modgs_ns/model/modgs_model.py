@@ -133,6 +133,13 @@ class ModgsModelConfig(SplatfactoModelConfig):
     """With lifespans: moving points taken per frame, apart from init_points_per_frame's draw among the
     others (0 = all of the frame's valid moving points: a frame's moving surfaces are drawn by its own
     points alone, so they are kept dense)."""
+    init_thickness: float = 1.0
+    """Initial size of every canonical Gaussian along the surface normal of its frame's depth map, as a
+    fraction of its size along the surface (1 = a sphere, as 3DGS and MoDGS). Below 1 the Gaussians
+    start as flat discs on the observed surface. Deviation: a sphere on a surface seen at a grazing
+    angle (a floor) is entered before the surface, so the surface renders closer than it is (3-4% on
+    the hard benchmark scene's floor, also with ground-truth depth) and shifts in views away from the
+    training camera; a single viewpoint does not make stage 2 flatten it."""
     init_moving_opacity: float = 0.1
     """Initial opacity of the Gaussians with lifespans (the others start at 0.1, as 3DGS). Measured on the
     hard benchmark scene, 0.5 instead of 0.1: training views' moving objects +0.3 dB, held-out moving
@@ -399,22 +406,26 @@ class ModgsModel(SplatfactoModel):
         return self.config.moving_lifespan > 0 and self.config.stage1_steps > 0 and not self.config.static_scene
 
     @torch.no_grad()
-    def canonical_points(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def canonical_points(self) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
         """All frames' valid depth points warped to canonical space (only the first frame,
         unwarped, without stage 1), voxel-downsampled and capped; with their colours, lifespan
-        centres and log widths. With lifespans, a frame's moving points keep their frame's time and
-        skip the free-space check and the merge across frames; the others live at all times."""
+        centres, log widths and (init_thickness < 1, else None) unit surface normals as their frame's
+        depth map has them. With lifespans, a frame's moving points keep their frame's time and skip
+        the free-space check and the merge across frames; the others live at all times."""
         c = self.config
         corr = self.correspondences
         frames = range(corr.T) if c.stage1_steps > 0 else [0]
         lifespans = self.uses_lifespans()
         static_in_place = lifespans and not c.deform_static
+        with_normals = c.init_thickness < 1.0
         rng = np.random.default_rng(c.deform_seed)
         pts, cols, moving_pts, moving_cols, moving_times = [], [], [], [], []
         for i in frames:
             p, col, moving = corr.frame_points(i, self.frame_images.get(corr.names[i]))
             if col is None:
                 col = torch.full_like(p, 0.5)
+            if with_normals:  # carried (and voxel-averaged) as three more colour channels
+                col = torch.cat([col, corr.frame_normals(i)], -1)
             if not lifespans:
                 moving = torch.zeros_like(moving)
             # The frame's moving points (lifespans) and a draw among the rest, each capped on its own.
@@ -462,7 +473,8 @@ class ModgsModel(SplatfactoModel):
             CONSOLE.log(
                 f"modgs: {len(mt)} Gaussians from moving pixels live {c.moving_lifespan:g} frame(s) around their frame"
             )
-        return pts, cols, times, widths
+        normals = torch.nn.functional.normalize(cols[:, 3:], dim=-1) if with_normals else None
+        return pts, cols[:, :3], times, widths, normals
 
     @torch.no_grad()
     def free_space_consistent(self, canonical: Tensor, deformed: bool = True) -> Tensor:
@@ -489,7 +501,7 @@ class ModgsModel(SplatfactoModel):
         """Replace the Gaussians with the canonical point cloud, inside their optimizers."""
         if self.config.stage1_steps > 0 and self.config.stage1_eval_every > 0 and not self.config.static_scene:
             self.stage1_evaluate(step, final=True)  # the fit the canonical cloud is built with, in every run's log
-        pts, rgb, times, widths = self.canonical_points()
+        pts, rgb, times, widths, normals = self.canonical_points()
         n = len(pts)
         # Size from the 3 nearest neighbours living at the same time (all static points form one group).
         sq = torch.empty(n, 1)
@@ -503,10 +515,15 @@ class ModgsModel(SplatfactoModel):
         sq = torch.where(mortal, sq * self.config.init_moving_scale**2, sq)
         dim_sh = num_sh_bases(self.config.sh_degree)
         dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb.clamp(1e-4, 1 - 1e-4))
+        log_scales = torch.log(torch.sqrt(sq)).repeat(1, 3)
+        quats = torch.tensor([1.0, 0, 0, 0]).repeat(n, 1)
+        if normals is not None:  # flat along the surface: the local z axis is the normal, thinner
+            quats = quat_with_z_axis(normals)
+            log_scales[:, 2] += math.log(self.config.init_thickness)
         new = {
             "means": pts,
-            "scales": torch.log(torch.sqrt(sq)).repeat(1, 3),
-            "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+            "scales": log_scales,
+            "quats": quats,
             "features_dc": dc,
             "features_rest": torch.zeros(n, dim_sh - 1, 3),
             "opacities": torch.logit(torch.where(mortal, self.config.init_moving_opacity, 0.1)),
@@ -764,6 +781,40 @@ class ModgsModel(SplatfactoModel):
         if outputs.get("depth") is not None:
             images["depth"] = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
         return metrics, images
+
+
+def quat_with_z_axis(normals: Tensor) -> Tensor:
+    """[N,4] unit wxyz quaternions of rotations whose third column (the Gaussian's local z axis) is
+    the unit vector `normals` [N,3]; the other two axes are any orthonormal pair around it."""
+    helper = torch.where((normals[:, :1].abs() < 0.9), torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]))
+    t1 = torch.nn.functional.normalize(torch.cross(helper, normals, dim=-1), dim=-1)
+    t2 = torch.cross(normals, t1, dim=-1)
+    R = torch.stack([t1, t2, normals], -1)  # columns
+    # Shepperd: the largest of 4w^2, 4x^2, 4y^2, 4z^2 picks a numerically safe branch.
+    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
+    cands = torch.stack(
+        [
+            torch.stack(
+                [1 + m00 + m11 + m22, R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], -1
+            ),
+            torch.stack(
+                [R[:, 2, 1] - R[:, 1, 2], 1 + m00 - m11 - m22, R[:, 0, 1] + R[:, 1, 0], R[:, 0, 2] + R[:, 2, 0]], -1
+            ),
+            torch.stack(
+                [R[:, 0, 2] - R[:, 2, 0], R[:, 0, 1] + R[:, 1, 0], 1 - m00 + m11 - m22, R[:, 1, 2] + R[:, 2, 1]], -1
+            ),
+            torch.stack(
+                [R[:, 1, 0] - R[:, 0, 1], R[:, 0, 2] + R[:, 2, 0], R[:, 1, 2] + R[:, 2, 1], 1 - m00 - m11 + m22], -1
+            ),
+        ],
+        1,
+    )  # [N, 4 branches, wxyz], each proportional to the quaternion
+    best = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1).argmax(
+        -1
+    )
+    q = cands[torch.arange(len(R)), best]
+    q = torch.nn.functional.normalize(q, dim=-1)
+    return torch.where(q[:, :1] < 0, -q, q)
 
 
 def voxel_downsample(points: Tensor, colors: Tensor, voxel: Tensor | float) -> Tuple[Tensor, Tensor]:
