@@ -127,3 +127,26 @@ def test_point_map_normals_of_a_tilted_plane_face_the_camera():
     assert np.allclose(points @ normal, -3.0, atol=1e-4)  # the depth map is that plane
     n = point_map_normals(points, np.zeros(3))
     assert np.allclose(n, normal, atol=1e-4)
+
+
+def test_frame_normals_of_the_generated_scene_are_close_to_the_truth(scene):
+    # Smoothed normals of the (noisy, aligned) prior against normals of the ground-truth depth.
+    from modgs_ns.data.correspondences import point_map_normals
+    from modgs_ns.scene.geometry import unproject
+
+    root, meta, _ = scene
+    corr = Correspondences(root)
+    frames = {f["file_path"].split("/")[-1]: f for f in meta["frames"]}
+    name = corr.names[0].split("/")[-1]
+    gt = np.load(root / frames[name]["gt_depth_path"])
+    static = corr.valid[0] & ~corr.moving[0]
+    scale = np.median(corr.depth[0][static] / gt[static])
+    truth = point_map_normals(unproject(scale * gt, corr.K, corr.c2w[0]), np.asarray(corr.c2w[0])[:3, 3])
+    angle = {}
+    for smoothing in (0, 2):
+        n = corr.frame_normals(0, smoothing=smoothing).numpy()
+        angle[smoothing] = np.degrees(np.arccos(np.clip((n * truth[corr.valid[0]]).sum(-1), -1, 1)))
+    assert np.allclose(np.linalg.norm(corr.frame_normals(0).numpy(), axis=-1), 1.0, atol=1e-5)
+    assert np.median(angle[2]) < 25.0 and np.median(angle[2]) < np.median(angle[0]), {
+        k: float(np.median(v)) for k, v in angle.items()
+    }

@@ -169,9 +169,16 @@ class Correspondences:
         img = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0), moving
 
-    def frame_normals(self, i: int) -> Tensor:
-        """[N,3] unit surface normals of frame i's depth map at its valid points (frame_points' order)."""
-        n = point_map_normals(self.points[i].numpy(), np.asarray(self.c2w[i])[:3, 3])
+    def frame_normals(self, i: int, smoothing: int = 2) -> Tensor:
+        """[N,3] unit surface normals of frame i's depth map at its valid points (frame_points' order).
+        The depth is first averaged over (2 smoothing + 1)^2 valid pixels: per-pixel normals of a
+        monocular prior are mostly noise (hard benchmark scene: median 45 degrees off the true normal
+        unsmoothed, 14-18 degrees with smoothing 2)."""
+        valid = self.valid[i].astype(np.float32)
+        k = (2 * smoothing + 1, 2 * smoothing + 1)
+        depth = cv2.blur(self.depth[i] * valid, k) / np.maximum(cv2.blur(valid, k), 1e-6)
+        depth = np.where(self.valid[i], depth, self.depth[i])
+        n = point_map_normals(unproject(depth, self.K, self.c2w[i]), np.asarray(self.c2w[i])[:3, 3])
         return torch.from_numpy(n[self.valid[i]])
 
 
