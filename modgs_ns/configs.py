@@ -241,7 +241,8 @@ modgs_method = MethodSpecification(
 # steps of up to 300k points at 1e-4 / 1e-3), 8k static points per frame capped at 40k (moving points
 # all kept, with lifespans), 2000 stage-2 steps with densification compressed into them and no
 # opacity resets, static Gaussians not deformed and the deformation kept from stage 1 (with
-# lifespans), and 50k ordinal pairs per step instead of 200k.
+# lifespans), Gaussians starting as flat discs on their frame's surface, and 50k ordinal pairs per
+# step instead of 200k.
 modgs_cpu_method = MethodSpecification(
     config=_trainer(
         "modgs-cpu",
@@ -259,6 +260,7 @@ modgs_cpu_method = MethodSpecification(
             moving_lifespan=0.5,
             deform_static=False,
             train_deformation_in_stage2=False,
+            init_thickness=0.1,
             ordinal_pairs=50000,
             warmup_length=150,
             refine_every=100,
