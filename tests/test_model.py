@@ -367,3 +367,25 @@ def test_flat_initialization_lays_gaussians_on_their_frames_surface(thickness):
         assert bool((cos > 1 - 1e-5).all())
     else:  # MoDGS: spheres, identity rotations
         assert torch.equal(model.quats.detach(), torch.tensor([1.0, 0, 0, 0]).expand(len(model.quats), 4))
+
+
+@pytest.mark.parametrize("interpolate", [True, False])
+def test_between_two_frames_means_move_on_the_line_between_the_frames_positions(interpolate):
+    model, *_ = make_model()
+    model.config.interpolate_between_frames = interpolate
+    model.frame_times = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a deformation that moves points (its last layers start at zero: identity)
+        for p in model.deform.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    x = model.means.detach()
+    with torch.no_grad():
+        at = {t: model.deform.from_canonical(x, t) for t in (0.0, 0.3, 0.5, 0.8, 1.0)}
+        for t in (0.0, 0.5, 1.0):  # at a frame's time: the deformation itself
+            assert torch.equal(model.deformed_means(x, t), at[t])
+        assert torch.equal(model.deformed_means(x, float(torch.tensor(0.5, dtype=torch.float32))), at[0.5])
+        for t, (t0, t1) in ((0.3, (0.0, 0.5)), (0.8, (0.5, 1.0))):
+            a = (t - t0) / (t1 - t0)
+            expected = (1 - a) * at[t0] + a * at[t1] if interpolate else at[t]
+            assert torch.allclose(model.deformed_means(x, t), expected, atol=1e-6)
+            assert (at[t] - ((1 - a) * at[t0] + a * at[t1])).norm(dim=-1).max() > 1e-4  # the two differ here

@@ -126,6 +126,7 @@ class ModgsDataParser(Nerfstudio):
         outputs.metadata["modgs_root"] = str(data_dir)
         outputs.metadata["modgs_prior_kind"] = prior_kind(meta)
         outputs.metadata["modgs_frame_images"] = [str(p) for p in outputs.image_filenames]
+        outputs.metadata["modgs_frame_times"] = [float(f.get("time", 0.0)) for f in frames]
         if split != "train" and any(c != "train" for c in outputs.metadata["frame_cameras"]):
             outputs.cameras.camera_to_worlds = self._place_held_out_cameras(data_dir, meta, frames, outputs.cameras)
         return outputs
