@@ -156,7 +156,8 @@ class ModgsModelConfig(SplatfactoModelConfig):
     init_moving_scale: float = 1.0
     """Initial size of the Gaussians with lifespans as a fraction of their 3-nearest-neighbour distance
     (1 = 3DGS). A frame's moving points are one per pixel: at 1 each Gaussian spans ~1.2 px and ~13 of
-    them overlap on a pixel, a blur that stage 2 (each frame seen ~50 times) does not undo."""
+    them overlap on a pixel, a blur that stage 2 (each frame seen ~50 times) does not undo (init_thickness
+    flattens them instead; 0.5 was measured only before session 8's opacity fix, when it changed nothing)."""
     train_deformation_in_stage2: bool = True
     """Co-train the deformation with the Gaussians in stage 2 (MoDGS). False, with lifespans: stage 2
     keeps the deformation stage 1 fitted and trains the Gaussians only. Deviation: with lifespans each
