@@ -24,6 +24,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
+import viser.transforms as vtf
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
@@ -805,36 +806,13 @@ class ModgsModel(SplatfactoModel):
 
 
 def quat_with_z_axis(normals: Tensor) -> Tensor:
-    """[N,4] unit wxyz quaternions of rotations whose third column (the Gaussian's local z axis) is
-    the unit vector `normals` [N,3]; the other two axes are any orthonormal pair around it."""
+    """[N,4] unit wxyz quaternions (w >= 0) of rotations whose third column (the Gaussian's local z
+    axis) is the unit vector `normals` [N,3]; the other two axes are any orthonormal pair around it."""
     helper = torch.where((normals[:, :1].abs() < 0.9), torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]))
     t1 = torch.nn.functional.normalize(torch.cross(helper, normals, dim=-1), dim=-1)
     t2 = torch.cross(normals, t1, dim=-1)
     R = torch.stack([t1, t2, normals], -1)  # columns
-    # Shepperd: the largest of 4w^2, 4x^2, 4y^2, 4z^2 picks a numerically safe branch.
-    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
-    cands = torch.stack(
-        [
-            torch.stack(
-                [1 + m00 + m11 + m22, R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], -1
-            ),
-            torch.stack(
-                [R[:, 2, 1] - R[:, 1, 2], 1 + m00 - m11 - m22, R[:, 0, 1] + R[:, 1, 0], R[:, 0, 2] + R[:, 2, 0]], -1
-            ),
-            torch.stack(
-                [R[:, 0, 2] - R[:, 2, 0], R[:, 0, 1] + R[:, 1, 0], 1 - m00 + m11 - m22, R[:, 1, 2] + R[:, 2, 1]], -1
-            ),
-            torch.stack(
-                [R[:, 1, 0] - R[:, 0, 1], R[:, 0, 2] + R[:, 2, 0], R[:, 1, 2] + R[:, 2, 1], 1 - m00 - m11 + m22], -1
-            ),
-        ],
-        1,
-    )  # [N, 4 branches, wxyz], each proportional to the quaternion
-    best = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1).argmax(
-        -1
-    )
-    q = cands[torch.arange(len(R)), best]
-    q = torch.nn.functional.normalize(q, dim=-1)
+    q = torch.from_numpy(vtf.SO3.from_matrix(R.double().numpy()).wxyz).to(normals.dtype)
     return torch.where(q[:, :1] < 0, -q, q)
 
 
