@@ -59,12 +59,14 @@ VARIANTS = {  # name, with stage 1, extra ns-train arguments, oracle scene
     "g": ("MoDGS as published (no lifespans)", True, ["--pipeline.model.moving-lifespan", "0"], None),
     "A": ("oracle: GT depth as the prior", True, [], "gt_depth"),
     "F": ("oracle: GT correspondences", True, [], "gt_flow"),
+    "S": ("oracle: the prior's true global disparity shift (static camera)", True, [], "gt_shift"),
 }
 
 
 def oracle_scene(scene: Path, kind: str) -> Path:
     """A view of `scene` (links to its files, own caches) whose prior is the GT depth, or whose
-    stage-1 correspondences come from the analytic flow (pair parameter `flow: gt` recorded in the scene)."""
+    stage-1 correspondences come from the analytic flow (pair parameter `flow: gt` recorded in the scene),
+    or whose disparity prior gets the true global shift (pair parameter `disparity_shift`)."""
     out = scene.parent / f"scene_{kind}"
     if (out / "transforms.json").exists():
         return out
@@ -80,6 +82,12 @@ def oracle_scene(scene: Path, kind: str) -> Path:
         meta["modgs"]["depth_prior"] = {**meta["modgs"]["depth_prior"], "dir": "depth_gt", "kind": "metric_depth"}
     if kind == "gt_flow":
         meta["modgs"]["pairs"] = {**meta["modgs"].get("pairs", {}), "flow": "gt"}
+    if kind == "gt_shift":
+        # The shift a static camera cannot observe, in the reference frame's aligned disparity units
+        # (depth is aligned to frame T // 2): -scale_ref * shift_ref of the generator's prior.
+        gt, ref = meta["modgs"]["ground_truth"], meta["modgs"]["num_frames"] // 2
+        shift = -gt["prior_scale"][ref] * gt["prior_shift"][ref]
+        meta["modgs"]["pairs"] = {**meta["modgs"].get("pairs", {}), "disparity_shift": shift}
     (out / "transforms.json").write_text(json.dumps(meta, indent=1))
     return out
 

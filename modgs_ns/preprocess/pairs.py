@@ -168,8 +168,13 @@ def _invert_with_shift(disp, valid, static, K, ref: int, params: PairParams, fra
     median = float(np.median(disp[ref][valid[ref]])) if valid[ref].any() else 1.0
     ests = []
     for i in np.unique(np.linspace(0, len(disp) - 1, min(frames, len(disp))).round().astype(int)):
+        # Depth edges off: the prior blurs disparity across them, and those pixels lie on no plane (with
+        # them, the plane fits tilt and the estimate scatters: 5.4% standard error instead of 3.9% on the
+        # non-rigid benchmark scene, and 55% off the true shift instead of 26%).
+        depth_i, ok_i = disparity_to_depth(disp[i], valid[i], params.disparity_far_ratio)
+        planar = ok_i & nonedge_mask(unproject(depth_i, K, np.eye(4)), params.edge_quantile)
         e = disparity_shift_from_planes(
-            disp[i], valid[i] & (static if static.ndim == 2 else static[i]), K, seed=params.seed
+            disp[i], planar & (static if static.ndim == 2 else static[i]), K, seed=params.seed
         )
         if e.confident:
             ests.append(e.shift)
