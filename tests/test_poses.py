@@ -16,7 +16,7 @@ import pytest
 from trajectory import trajectory_errors, umeyama
 
 from modgs_ns.preprocess import poses as P
-from modgs_ns.preprocess.align import align_priors, camera_flow, static_mask, static_mask_moving
+from modgs_ns.preprocess.align import align_priors, camera_flow, moving_mask, static_mask, static_mask_moving
 from modgs_ns.preprocess.depth import register_depth
 from modgs_ns.preprocess.pairs import build_caches
 from modgs_ns.scene.caches import DEPTH_CACHE, PairParams
@@ -147,6 +147,33 @@ def test_static_mask_for_a_moving_camera_finds_the_background(orbit):
     assert mask[dyn].mean() < 0.1
     old = static_mask([flows[(7, 6)], flows[(7, 8)]], 0.8)
     assert old[bg].mean() < 0.5
+
+
+def test_moving_mask_finds_motion_slower_than_the_threshold_over_several_frames():
+    """Static camera, flow with 0.2 px noise everywhere; a patch moving 0.4 px per frame (below the 0.8 px
+    per-frame threshold) shows 3.2 px over 8 frames, above 0.8 * sqrt(8) = 2.26 px: flagged with the long
+    offsets, not without; the background is flagged by neither. A pair that failed its cycle check is ignored."""
+    T, H, W = 20, 24, 32
+    rng = np.random.default_rng(0)
+    patch = np.zeros((H, W), bool)
+    patch[8:16, 10:20] = True
+    flows, ok = {}, {}
+    for i in range(T):
+        for j in range(max(0, i - 8), min(T, i + 9)):
+            if j != i:
+                f = rng.uniform(-0.1, 0.1, (H, W, 2)).astype(np.float32)  # |noise| <= 0.14 px
+                f[patch, 0] += 0.4 * (j - i)
+                flows[(i, j)], ok[(i, j)] = f, np.ones((H, W), bool)
+    c2w = np.tile(np.eye(4), (T, 1, 1))
+    K = np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]])
+    depth = np.full((T, H, W), 3.0)
+    short = moving_mask(flows, ok, depth, K, c2w, 0.8)
+    long = moving_mask(flows, ok, depth, K, c2w, 0.8, (2, 4, 8))
+    assert not short.any()
+    assert long[:, patch].all() and not long[:, ~patch].any()
+    for key in ok:
+        ok[key] = np.zeros((H, W), bool)
+    assert not moving_mask(flows, ok, depth, K, c2w, 0.8, (2, 4, 8)).any()
 
 
 def test_depth_aligned_to_the_poses_is_metric_and_consistent(orbit, tmp_path):

@@ -110,6 +110,32 @@ def static_mask_moving(
     return out
 
 
+def moving_mask(
+    flows: dict,
+    flow_ok: dict,
+    depth: np.ndarray,
+    K: np.ndarray,
+    c2ws: np.ndarray,
+    threshold: float = 0.8,
+    offsets: tuple[int, ...] = (),
+) -> np.ndarray:
+    """Per-frame moving pixels [T,H,W]: those `static_mask_moving` rejects (flow to a neighbour frame
+    beyond the camera's own by `threshold`), and, for each o in `offsets`, those whose cycle-consistent
+    flow to frame i +- o departs from the camera's own by more than threshold * sqrt(o). Motion slower
+    than `threshold` px per frame (an object turning in place, a textureless interior) accumulates over
+    o frames while flow noise grows more slowly; cycle-checked pairs only, since a long-range flow that
+    fails its check says nothing about the pixel."""
+    out = ~static_mask_moving(flows, depth, K, c2ws, threshold)
+    T = len(depth)
+    for i in range(T):
+        for o in offsets:
+            for j in (i - o, i + o):
+                if 0 <= j < T and (i, j) in flows:
+                    res = np.linalg.norm(flows[(i, j)] - camera_flow(depth[i], K, c2ws[i], c2ws[j]), axis=-1)
+                    out[i] |= flow_ok[(i, j)] & (res >= threshold * np.sqrt(o))
+    return out
+
+
 def triangulate_flow(
     flow: np.ndarray,
     ok: np.ndarray,

@@ -26,6 +26,7 @@ from modgs_ns.preprocess.align import (
     align_to_anchors,
     disparity_shift_from_planes,
     disparity_to_depth,
+    moving_mask,
     nonedge_mask,
     static_mask,
     static_mask_moving,
@@ -263,7 +264,7 @@ def build_caches(root: Path, meta: dict, params: PairParams, progress: bool = Tr
             static = static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
     # Per-frame moving pixels (flow to a neighbour frame beyond what the camera's motion explains):
     # stage 1 gives them their share of each step's pairs.
-    moving = ~static_mask_moving(flows, depth, K, c2ws, params.static_threshold)
+    moving = moving_mask(flows, flow_ok, depth, K, c2ws, params.static_threshold, params.moving_offsets)
     points = np.stack([unproject(depth[i], K, c2ws[i]) for i in range(T)])
     valid = np.stack([prior_valid[i] & nonedge_mask(points[i], params.edge_quantile) for i in range(T)])
 
