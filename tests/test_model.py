@@ -229,6 +229,22 @@ def test_moving_points_get_lifespans_around_their_frame():
     assert len(model.gaussians_at(0.0)[0]) < len(model.means)  # at t=0 (4 widths away) frame 1 moving ones are cut
 
 
+@pytest.mark.parametrize("mode", ["nearest", "blend"])
+def test_between_frames_the_lifespans_are_the_nearest_frames_or_the_times_own(mode):
+    # Frames at 0, 0.5, 1; frame 1's moving Gaussians have a 0.25-wide lifespan around t = 1.
+    model, _ = _lifespan_model(lifespans_between_frames=mode)
+    model.frame_times = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    mortal = model.has_lifespan()
+    base = torch.sigmoid(model.opacities.squeeze(-1))
+    for t in (0.6, 0.7, 0.8, 0.9, 1.0):
+        t_eff = (0.5 if t < 0.75 else 1.0) if mode == "nearest" else t
+        factor = torch.where(mortal, torch.tensor(math.exp(-0.5 * ((t_eff - 1.0) / 0.25) ** 2)), torch.tensor(1.0))
+        alive = torch.where(factor >= model.config.lifespan_cutoff)[0]
+        ids, _, opacity = model.gaussians_at(t)
+        assert torch.equal(ids, alive)
+        assert torch.allclose(opacity, (base * factor)[alive], rtol=1e-5)
+
+
 def test_without_deform_static_only_gaussians_with_lifespans_move():
     model, _ = _lifespan_model()
     mortal = model.has_lifespan()

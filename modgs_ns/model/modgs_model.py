@@ -141,6 +141,12 @@ class ModgsModelConfig(SplatfactoModelConfig):
     high-frequency; on the hard benchmark scene, half-way between two frames it puts moving points a
     median 0.8-2% of the scene extent (q90 3-4%) off that line, more than a whole frame's motion, and
     objects burst apart in renders at in-between times (spiral, viewer time slider, exports)."""
+    lifespans_between_frames: Literal["nearest", "blend"] = "nearest"
+    """With lifespans, at a time between two training frames: the lifespan weights of the nearer frame's
+    time (nearest: each moving object drawn by one frame's Gaussians, moved along the interpolated path;
+    it switches frame half-way) or of the time itself (blend: both frames' Gaussians, each half faded:
+    where stage 1 did not capture an object's motion, e.g. a small fast ball, two copies side by side).
+    Renders at a frame's own time (training, evaluation) are the same with both."""
     init_thickness: float = 1.0
     """Initial size of every canonical Gaussian along the surface normal of its frame's depth map, as a
     fraction of its size along the surface (1 = a sphere, as 3DGS and MoDGS). Below 1 the Gaussians
@@ -656,6 +662,14 @@ class ModgsModel(SplatfactoModel):
                 return (1 - a) * self.deform.from_canonical(means, t0) + a * self.deform.from_canonical(means, t1)
         return self.deform.from_canonical(means, t)
 
+    def lifespan_time(self, t: float) -> float:
+        """The time whose lifespan weights apply at t: t, or (lifespans_between_frames nearest) the
+        nearest training frame's time."""
+        times = self.frame_times
+        if self.config.lifespans_between_frames != "nearest" or len(times) == 0:
+            return t
+        return float(times[int(torch.argmin((times - t).abs()))])
+
     def lifespan_weights(self, t: float) -> Tensor:
         """[N] opacity factor of each Gaussian at time t: exp(-0.5 |(t - centre) / width|^p)."""
         centre = self.gauss_params["times"].squeeze(-1)
@@ -680,7 +694,7 @@ class ModgsModel(SplatfactoModel):
             ids = torch.arange(len(self.means), device=self.means.device)
         opacity = torch.sigmoid(self.opacities[ids]).squeeze(-1)
         if lifespans:
-            w = self.lifespan_weights(t)[ids]
+            w = self.lifespan_weights(self.lifespan_time(t))[ids]
             alive = w >= self.config.lifespan_cutoff
             ids, opacity = ids[alive], opacity[alive] * w[alive]
             if not self.config.deform_static:
