@@ -254,10 +254,15 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     v = PlyData.read(str(tmp_path / "gaussians_t0.7500.ply"))["vertex"]
     model = run.model
     with torch.no_grad():
-        # Lifespans, computed here from the stored parameters: alive at 0.75 when the weight reaches the cutoff.
+        # Lifespans, computed here from the stored parameters: alive at 0.75 when the weight reaches the cutoff;
+        # between two frames' times the weights are the nearer frame's (lifespans_between_frames "nearest").
+        frame_times = np.asarray(run.model.frame_times, dtype=np.float64)
+        assert model.config.lifespans_between_frames == "nearest" and len(frame_times) > 1
+        t_life = float(frame_times[np.argmin(np.abs(frame_times - 0.75))])
+        assert t_life != 0.75  # the export time lies between two frames, where the two rules differ
         weight = torch.exp(
             -0.5
-            * ((0.75 - model.gauss_params["times"][:, 0]) / torch.exp(model.gauss_params["time_scales"][:, 0])) ** 2
+            * ((t_life - model.gauss_params["times"][:, 0]) / torch.exp(model.gauss_params["time_scales"][:, 0])) ** 2
         )
         ids = torch.where(weight >= model.config.lifespan_cutoff)[0]
         # Deformed: Gaussians with lifespans, and the static ones too unless deform_static is off (modgs-cpu).
