@@ -256,7 +256,7 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     with torch.no_grad():
         # Lifespans, computed here from the stored parameters: alive at 0.75 when the weight reaches the cutoff;
         # between two frames' times the weights are the nearer frame's (lifespans_between_frames "nearest").
-        frame_times = np.asarray(run.model.frame_times, dtype=np.float64)
+        frame_times = np.asarray(model.frame_times, dtype=np.float64)
         assert model.config.lifespans_between_frames == "nearest" and len(frame_times) > 1
         t_life = float(frame_times[np.argmin(np.abs(frame_times - 0.75))])
         assert t_life != 0.75  # the export time lies between two frames, where the two rules differ

@@ -94,6 +94,11 @@ def camera_flow(depth: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: np.n
     return (uv - np.stack([xs, ys], -1)).astype(np.float32)
 
 
+def residual_flow(flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.ndarray, i: int, j: int) -> np.ndarray:
+    """|observed flow i -> j minus the flow the camera's own motion gives| [H,W], pixels (depth of frame i)."""
+    return np.linalg.norm(flows[(i, j)] - camera_flow(depth[i], K, c2ws[i], c2ws[j]), axis=-1)
+
+
 def static_mask_moving(
     flows: dict, depth: np.ndarray, K: np.ndarray, c2ws: np.ndarray, threshold: float = 0.8
 ) -> np.ndarray:
@@ -105,8 +110,7 @@ def static_mask_moving(
     for i in range(T):
         for j in (i - 1, i + 1):
             if 0 <= j < T and (i, j) in flows:
-                res = flows[(i, j)] - camera_flow(depth[i], K, c2ws[i], c2ws[j])
-                out[i] &= np.linalg.norm(res, axis=-1) < threshold
+                out[i] &= residual_flow(flows, depth, K, c2ws, i, j) < threshold
     return out
 
 
@@ -131,8 +135,7 @@ def moving_mask(
         for o in offsets:
             for j in (i - o, i + o):
                 if 0 <= j < T and (i, j) in flows:
-                    res = np.linalg.norm(flows[(i, j)] - camera_flow(depth[i], K, c2ws[i], c2ws[j]), axis=-1)
-                    out[i] |= flow_ok[(i, j)] & (res >= threshold * np.sqrt(o))
+                    out[i] |= flow_ok[(i, j)] & (residual_flow(flows, depth, K, c2ws, i, j) >= threshold * np.sqrt(o))
     return out
 
 
