@@ -4,9 +4,9 @@ The TrainerConfig is built explicitly from splatfacto's pieces rather than deep-
 nerfstudio's method table: importing that table from a plugin module that nerfstudio is itself
 discovering fails with a partially initialised module.
 
-One run = stage 1 (N1 = `pipeline.model.stage1_steps` steps) + stage 2 (the rest of
-`max_num_iterations`). `ModgsTrainerConfig` keeps the schedules in step with N1 and the total,
-whatever is changed on the command line.
+One run = stage 1 (N1 = `pipeline.model.stage1.steps` steps) + stage 2 (the rest of
+`max_num_iterations`): `ModgsTrainer` builds the run's `Phases` from its config and hands them to the
+phase-aware schedules, whatever is changed on the command line.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Type
+from typing import Dict, Literal, Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 from nerfstudio.utils.decorators import check_main_thread
@@ -30,10 +29,38 @@ from nerfstudio.utils.decorators import check_main_thread
 from modgs_ns.cli import one_line_errors
 from modgs_ns.data.modgs_datamanager import ModgsDataManager
 from modgs_ns.data.modgs_dataparser import ModgsDataParserConfig
-from modgs_ns.model.modgs_model import ModgsModelConfig
+from modgs_ns.model.canonical_init import CanonicalInitConfig
+from modgs_ns.model.config import ModgsModelConfig
+from modgs_ns.model.deformation import DeformationConfig
+from modgs_ns.model.lifespans import LifespanConfig
+from modgs_ns.model.losses import DepthLossConfig
+from modgs_ns.model.phases import Phases
+from modgs_ns.model.stage1 import Stage1Config
 from modgs_ns.pipeline import ModgsPipelineConfig
+from modgs_ns.preprocess.pairs import ensure_caches
 from modgs_ns.scene.errors import ConfigError
-from modgs_ns.schedulers import FloatExponentialDecaySchedulerConfig, TwoPhaseExponentialSchedulerConfig
+from modgs_ns.schedulers import (
+    FloatExponentialDecaySchedulerConfig,
+    Stage2ExponentialDecaySchedulerConfig,
+    TwoPhaseExponentialSchedulerConfig,
+)
+
+
+def phased_optimizer_configs(optimizers: dict, phases: Phases, lr_scales: Dict[str, float]) -> dict:
+    """The optimizer configs a run trains with: each phase-aware schedule (`for_phases`) for these
+    phases, and the learning rates of the groups in `lr_scales` multiplied by their factor."""
+    out = {}
+    for name, entry in optimizers.items():
+        opt, sched = entry["optimizer"], entry.get("scheduler")
+        if sched is not None and hasattr(sched, "for_phases"):
+            sched = sched.for_phases(phases)
+        k = lr_scales.get(name)
+        if k is not None:
+            if sched is not None and hasattr(sched, "unscaled_lr"):
+                sched = replace(sched, unscaled_lr=opt.lr)  # the decay's factors: those of the unscaled rates
+            opt = replace(opt, lr=opt.lr * k)
+        out[name] = {**entry, "optimizer": opt, "scheduler": sched}
+    return out
 
 
 class ModgsTrainer(Trainer):
@@ -51,8 +78,18 @@ class ModgsTrainer(Trainer):
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         with one_line_errors("modgs"):
             self._pick_readable_checkpoint()
+        with one_line_errors("modgs-data"):  # only ns-train (and modgs-preprocess) rebuild stale caches
+            dm = self.config.pipeline.datamanager
+            ensure_caches(Path(dm.data if dm.data is not None else dm.dataparser.data))
         super().setup(test_mode)
         self.config.max_num_iterations = max(self.total_steps - self._start_step, 0)
+
+    def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers, on the schedules of this run's phases."""
+        model = self.pipeline.model
+        phases = model.config.phases(total_steps=self.total_steps)
+        configs = phased_optimizer_configs(self.config.optimizers, phases, model.learning_rate_scales())
+        return Optimizers(configs, self.pipeline.get_param_groups())
 
     def _pick_readable_checkpoint(self) -> None:
         """With --load-dir and no --load-step: the newest checkpoint that loads (warning for each skipped)."""
@@ -104,47 +141,16 @@ class ModgsTrainerConfig(TrainerConfig):
 
     def check(self) -> None:
         """ConfigError on options that cannot work together."""
-        n1 = self.pipeline.model.stage1_steps
+        n1 = self.pipeline.model.stage1.steps
         if self.max_num_iterations <= n1 and not self._resuming():
             raise ConfigError(
                 f"--max-num-iterations ({self.max_num_iterations}) must exceed "
-                f"--pipeline.model.stage1-steps ({n1}): stage 2 needs steps"
+                f"--pipeline.model.stage1.steps ({n1}): stage 2 needs steps"
             )
-        if getattr(self.pipeline.model, "static_scene", False) and n1 > 0:
-            raise ConfigError("--pipeline.model.static-scene True needs --pipeline.model.stage1-steps 0")
-        m = self.pipeline.model
-        for flag, value, ok, valid in (
-            ("moving-lifespan", m.moving_lifespan, m.moving_lifespan >= 0, ">= 0 (0 = off)"),
-            (
-                "init-moving-points-per-frame",
-                m.init_moving_points_per_frame,
-                m.init_moving_points_per_frame >= 0,
-                ">= 0",
-            ),
-            ("init-moving-opacity", m.init_moving_opacity, 0 < m.init_moving_opacity < 1, "in (0, 1)"),
-            ("init-moving-scale", m.init_moving_scale, m.init_moving_scale > 0, "> 0"),
-            ("lifespan-exponent", m.lifespan_exponent, m.lifespan_exponent > 0, "> 0"),
-            ("lifespan-cutoff", m.lifespan_cutoff, 0 <= m.lifespan_cutoff < 1, "in [0, 1)"),
-            ("init-thickness", m.init_thickness, 0 < m.init_thickness <= 1, "in (0, 1]"),
-        ):
-            if not ok:
-                raise ConfigError(f"--pipeline.model.{flag} must be {valid}, got {value}")
+        self.pipeline.model.check()
 
     def _resuming(self) -> bool:
         return self.load_dir is not None or self.load_checkpoint is not None
-
-    def __post_init__(self):
-        n1 = self.pipeline.model.stage1_steps
-        # max_num_iterations is the run's total, fresh or resumed (ModgsTrainer stops a resumed run there).
-        for name, opt in self.optimizers.items():
-            sched = opt.get("scheduler")
-            if isinstance(sched, TwoPhaseExponentialSchedulerConfig):
-                sched.switch_step = n1
-            elif isinstance(sched, ExponentialDecaySchedulerConfig) and name == "means":
-                # The Gaussians' schedule starts at the switch and ends with the run.
-                sched.warmup_steps = n1
-                sched.lr_pre_warmup = 0.0
-                sched.max_steps = self.max_num_iterations
 
 
 def _optimizers(
@@ -160,7 +166,7 @@ def _optimizers(
     return {
         # Gaussian LRs in normalized scene units (scene scaled to [-1, 1], MoDGS §2.9); the model
         # rescales the means LR by the scene's extent at the canonical initialization.
-        "means": adam(1.6e-4, FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
+        "means": adam(1.6e-4, Stage2ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
         "features_dc": adam(0.0025),
         "features_rest": adam(0.0025 / 20),
         "opacities": adam(0.05),
@@ -175,9 +181,6 @@ def _optimizers(
             TwoPhaseExponentialSchedulerConfig(gamma1=stage1_gamma, stage1_final=stage1_final, stage2_lr=stage2_lr),
         ),
         "camera_opt": adam(1e-4, FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)),
-        # Lifespans are fixed at the canonical initialization (an optimizer only so densification copies them).
-        "times": adam(0.0),
-        "time_scales": adam(0.0),
     }
 
 
@@ -188,7 +191,7 @@ def _default_device() -> str:
 def _trainer(
     method_name: str, max_steps: int, model: ModgsModelConfig, optimizers: dict, vis: str
 ) -> ModgsTrainerConfig:
-    stage2 = max_steps - model.stage1_steps
+    stage2 = max_steps - model.stage1.steps
     return ModgsTrainerConfig(
         method_name=method_name,
         steps_per_eval_image=max(100, stage2 // 10),
@@ -217,8 +220,8 @@ modgs_method = MethodSpecification(
         "modgs",
         20000 + 30000,
         ModgsModelConfig(
-            stage1_steps=20000,
-            moving_lifespan=0.5,
+            stage1=Stage1Config(steps=20000),
+            lifespans=LifespanConfig(width=0.5),
             warmup_length=500,
             refine_every=100,
             stop_split_at=15000,
@@ -248,20 +251,11 @@ modgs_cpu_method = MethodSpecification(
         "modgs-cpu",
         2000 + 2000,
         ModgsModelConfig(
-            stage1_steps=2000,
-            stage1_points=4096,
-            deform_feature_dims=64,
-            deform_proj_dims=64,
-            deform_hidden=(64, 64),
-            deform_gabor_hidden=64,
-            init_points_per_frame=8000,
-            init_min_points=0,
-            init_max_points=40000,
-            moving_lifespan=0.5,
-            deform_static=False,
-            train_deformation_in_stage2=False,
-            init_thickness=0.1,
-            ordinal_pairs=50000,
+            stage1=Stage1Config(steps=2000, points=4096),
+            deformation=DeformationConfig(feature_dims=64, proj_dims=64, hidden=(64, 64), gabor_hidden=64),
+            canonical_init=CanonicalInitConfig(points_per_frame=8000, min_points=0, max_points=40000, thickness=0.1),
+            lifespans=LifespanConfig(width=0.5, deform_static=False, train_deformation_in_stage2=False),
+            depth_loss=DepthLossConfig(ordinal_pairs=50000),
             warmup_length=150,
             refine_every=100,
             stop_split_at=700,

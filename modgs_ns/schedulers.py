@@ -1,8 +1,12 @@
-"""Learning-rate schedules for a two-phase run (stage 1, then stage 2 from step `switch_step`)."""
+"""Learning-rate schedules for a two-phase run (stage 1, then stage 2 from step `switch_step`).
+
+A phase-aware schedule has `for_phases(phases)`: the trainer hands it the run's `Phases` (stage-1 steps,
+total steps, whether stage 2 keeps the deformation) and trains with the copy it returns.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Type
 
 from nerfstudio.engine.schedulers import (
@@ -24,7 +28,7 @@ class TwoPhaseExponentialSchedulerConfig(SchedulerConfig):
 
     _target: Type = field(default_factory=lambda: TwoPhaseExponentialScheduler)
     switch_step: int = 0
-    """First step of stage 2 (set from the model's stage1_steps by the trainer config)."""
+    """First step of stage 2 (`for_phases` sets it from the run's phases)."""
     gamma1: float = 0.99999
     """Stage-1 decay per step (MoDGS: 0.99999 over 500k steps)."""
     stage1_final: Optional[float] = None
@@ -35,6 +39,14 @@ class TwoPhaseExponentialSchedulerConfig(SchedulerConfig):
     """Stage-2 learning rate (MoDGS restarts the deformation's optimizer at 1e-4)."""
     gamma2: float = 0.9999
     """Stage-2 decay per step."""
+
+    def for_phases(self, phases) -> "TwoPhaseExponentialSchedulerConfig":
+        """This schedule for a run's phases; a deformation kept in stage 2 gets learning rate 0 there."""
+        return replace(
+            self,
+            switch_step=phases.stage1_steps,
+            stage2_lr=0.0 if phases.deformation_frozen_in_stage2 else self.stage2_lr,
+        )
 
 
 class TwoPhaseExponentialScheduler(Scheduler):
@@ -60,11 +72,23 @@ class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
     modgs checkpoints load with weights_only and no widened allow-list."""
 
     _target: Type = field(default_factory=lambda: FloatExponentialDecayScheduler)
+    unscaled_lr: Optional[float] = None
+    """The rate the decay (lr_final) is defined for, when the optimizer's is a multiple of it (set by the trainer)."""
+
+
+@dataclass
+class Stage2ExponentialDecaySchedulerConfig(FloatExponentialDecaySchedulerConfig):
+    """Exponential decay over stage 2 alone (the Gaussians' positions: they are built at the switch);
+    learning rate 0 during stage 1."""
+
+    def for_phases(self, phases) -> "Stage2ExponentialDecaySchedulerConfig":
+        return replace(self, warmup_steps=phases.stage1_steps, lr_pre_warmup=0.0, max_steps=phases.total_steps)
 
 
 class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
-        sched = super().get_scheduler(optimizer, lr_init)
+        # Factors of the unscaled rates; LambdaLR multiplies them into the optimizer's (scaled) rate.
+        sched = super().get_scheduler(optimizer, self.config.unscaled_lr or lr_init)
         factor = sched.lr_lambdas[0]
         sched.lr_lambdas = [lambda step: float(factor(step))]
         sched._last_lr = [float(lr) for lr in sched._last_lr]

@@ -81,7 +81,7 @@ def train_and_eval(
             "tensorboard",
             "--max-num-iterations",
             stage1 + stage2,
-            "--pipeline.model.stage1-steps",
+            "--pipeline.model.stage1.steps",
             stage1,
             *extra,
         ],

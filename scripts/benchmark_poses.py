@@ -140,7 +140,7 @@ def orbit(args, w: Path, env) -> None:
 
 
 def castel(w: Path, env) -> None:
-    from modgs_ns.scene.caches import load_valid_masks
+    from modgs_ns.scene.caches import DepthCache
 
     try:
         seq = castel_sample()
@@ -182,10 +182,9 @@ def castel(w: Path, env) -> None:
         env,
     )
     meta = json.loads((out / "transforms.json").read_text())
-    _, valid = load_valid_masks(out)
-    with np.load(out / "caches" / "depth.npz") as z:
-        a, aligned = z["scales"], z["depth"]
-        static = np.broadcast_to(z["static"], valid.shape)
+    cache = DepthCache.load(out)
+    valid, a, aligned = cache.valid, cache.scales, cache.depth
+    static = np.broadcast_to(cache.static, valid.shape)
     c2w = np.array([f["transform_matrix"] for f in sorted(meta["frames"], key=lambda f: f["time"])])
     path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     med = float(np.median(aligned[aligned > 0]))

@@ -91,15 +91,13 @@ def route_scene(src: Path, route: str) -> Path:
 def depth_error(scene: Path) -> tuple[float, float, dict]:
     """(median relative error after one global scale, fraction of valid pixels, the caches' disparity-shift record)."""
     from modgs_ns.preprocess.pairs import ensure_caches
-    from modgs_ns.scene.caches import DEPTH_CACHE, load_valid_masks
+    from modgs_ns.scene.caches import DepthCache
 
     ensure_caches(scene, progress=False)
     meta = json.loads((scene / "transforms.json").read_text())
     by_name = {Path(f["file_path"]).name: f for f in meta["frames"]}
-    with np.load(scene / DEPTH_CACHE) as z:
-        depth, names = z["depth"], [str(n) for n in z["names"]]
-        shift = json.loads(str(z["disparity_shift"])) if "disparity_shift" in z.files else {}
-    _, valid = load_valid_masks(scene)
+    cache = DepthCache.load(scene)
+    depth, names, shift, valid = cache.depth, cache.names, cache.disparity_shift, cache.valid
     gt = np.stack([np.load(scene / by_name[n]["gt_depth_path"]) for n in names])
     m = valid & np.isfinite(gt) & (gt > 0) & (depth > 0)
     s = np.median(gt[m] / depth[m])
@@ -125,7 +123,7 @@ def train_psnr(scene: Path, work: Path, env: dict, stage1: int, stage2: int) -> 
         "tensorboard",
         "--max-num-iterations",
         str(stage1 + stage2),
-        "--pipeline.model.stage1-steps",
+        "--pipeline.model.stage1.steps",
         str(stage1),
     ]
     with open(work / "train.log", "w") as f:

@@ -31,13 +31,10 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from bench_common import BIN, ROOT
+from bench_common import sh as run
 
 SCENES = {  # modgs-synth arguments; size None = the --frames/--width/--height defaults
     "hard": (["--scene.objects", "hard"], (40, 256, 192)),
@@ -48,15 +45,15 @@ SCENES = {  # modgs-synth arguments; size None = the --frames/--width/--height d
 VARIANTS = {  # name, with stage 1, extra ns-train arguments, oracle scene
     "a": ("full MoDGS", True, [], None),
     "b": ("no 3D-aware init", False, [], None),
-    "c": ("Pearson depth loss", True, ["--pipeline.model.depth-loss", "pearson"], None),
-    "d": ("deformable GS (no init, no depth loss)", False, ["--pipeline.model.depth-loss", "none"], None),
+    "c": ("Pearson depth loss", True, ["--pipeline.model.depth-loss.kind", "pearson"], None),
+    "d": ("deformable GS (no init, no depth loss)", False, ["--pipeline.model.depth-loss.kind", "none"], None),
     "e": (
         "static Gaussians",
         False,
-        ["--pipeline.model.depth-loss", "none", "--pipeline.model.static-scene", "True"],
+        ["--pipeline.model.depth-loss.kind", "none", "--pipeline.model.static-scene", "True"],
         None,
     ),
-    "g": ("MoDGS as published (no lifespans)", True, ["--pipeline.model.moving-lifespan", "0"], None),
+    "g": ("MoDGS as published (no lifespans)", True, ["--pipeline.model.lifespans.width", "0"], None),
     "A": ("oracle: GT depth as the prior", True, [], "gt_depth"),
     "F": ("oracle: GT correspondences", True, [], "gt_flow"),
     "S": ("oracle: the prior's true global disparity shift (static camera)", True, [], "gt_shift"),
@@ -90,16 +87,6 @@ def oracle_scene(scene: Path, kind: str) -> Path:
         meta["modgs"]["pairs"] = {**meta["modgs"].get("pairs", {}), "disparity_shift": shift}
     (out / "transforms.json").write_text(json.dumps(meta, indent=1))
     return out
-
-
-def run(cmd: list[str], log: Path, env: dict) -> float:
-    t0 = time.time()
-    with open(log, "w") as f:
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if r.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-5:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed (log {log}): {tail}")
-    return time.time() - t0
 
 
 def main() -> None:
@@ -165,7 +152,7 @@ def main() -> None:
                 "tensorboard",
                 "--max-num-iterations",
                 str(n1 + args.stage2_steps),
-                "--pipeline.model.stage1-steps",
+                "--pipeline.model.stage1.steps",
                 str(n1),
                 *extra,
                 *shlex.split(args.train_args),

@@ -20,7 +20,7 @@ $BIN/modgs-synth --output-dir "$DEMO_DIR/scene" --overwrite
 echo "== 2/4 training modgs-cpu on the CPU (stage 1: 3D-aware init of the deformation; stage 2: Gaussians)"
 rm -rf "$DEMO_DIR/runs/demo"
 $BIN/ns-train modgs-cpu --data "$DEMO_DIR/scene" --output-dir "$DEMO_DIR/runs" --experiment-name demo \
-  --timestamp run --max-num-iterations "$STEPS" --pipeline.model.stage1-steps "$STAGE1" --vis tensorboard > "$DEMO_DIR/train.log" 2>&1 \
+  --timestamp run --max-num-iterations "$STEPS" --pipeline.model.stage1.steps "$STAGE1" --vis tensorboard > "$DEMO_DIR/train.log" 2>&1 \
   || { tail -20 "$DEMO_DIR/train.log"; echo "demo: training failed (log: $DEMO_DIR/train.log)" >&2; exit 1; }
 CONFIG="$DEMO_DIR/runs/demo/modgs-cpu/run/config.yml"
 

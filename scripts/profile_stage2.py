@@ -2,7 +2,7 @@
 """Where a stage-2 training step's time goes: loads a trained modgs run and times, over a few steps
 on its training cameras, the positions at t of the Gaussians alive at t (the deformation, forward +
 backward), and the whole step as the model runs it (outputs, losses, backward); with lifespans, once
-with the static Gaussians deformed (MoDGS) and once without (`--pipeline.model.deform-static False`).
+with the static Gaussians deformed (MoDGS) and once without (`--pipeline.model.lifespans.deform-static False`).
 
     .venv/bin/python scripts/profile_stage2.py --load-config outputs/.../config.yml
 """
@@ -35,9 +35,9 @@ def main() -> None:
         f"{n} Gaussians, {int(data.cameras.width[0])}x{int(data.cameras.height[0])}, {torch.get_num_threads()} threads, "
         f"mean of {args.steps} steps"
     )
-    settings = [True, False] if model.uses_lifespans() else [True]
+    settings = [True, False] if model.config.uses_lifespans() else [True]
     for deform_static in settings:
-        model.config.deform_static = deform_static
+        model.config.lifespans.deform_static = deform_static
         deform_s = whole_s = alive = 0.0
         for k in range(args.steps + 1):
             cam = data.cameras[k % len(data) : k % len(data) + 1]
@@ -58,7 +58,7 @@ def main() -> None:
                 deform_s += (t1 - t0) / args.steps
                 whole_s += (t3 - t2) / args.steps
                 alive += len(ids) / args.steps
-        label = f"deform-static {deform_static}" if model.uses_lifespans() else "all Gaussians deformed"
+        label = f"deform-static {deform_static}" if model.config.uses_lifespans() else "all Gaussians deformed"
         print(f"{label}: {alive:.0f} Gaussians alive per step")
         print(f"  whole stage-2 step (outputs + losses + backward): {1000 * whole_s:.0f} ms")
         print(

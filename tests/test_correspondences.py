@@ -53,7 +53,7 @@ def test_cache_files_are_keyed_by_parameters(scene, tmp_path):
 
 def test_alignment_makes_static_depth_consistent(scene):
     root, meta, _ = scene
-    corr = Correspondences(root)
+    corr = Correspondences.load(root)
     ref = corr.T // 2
     static_gt = ~np.any([_gt(root, meta, n, "mask") for n in corr.names], axis=0)
     raw = [np.load(root / f"depth_prior/{n.replace('.png', '.npy')}") for n in corr.names]
@@ -71,7 +71,7 @@ def test_alignment_makes_static_depth_consistent(scene):
 
 def test_pairs_on_static_surfaces_do_not_move(scene):
     root, meta, _ = scene
-    corr = Correspondences(root)
+    corr = Correspondences.load(root)
     lo, hi = corr.bbox()
     extent = float((hi - lo).max())
     W = corr.W
@@ -100,7 +100,7 @@ def test_pairs_on_static_surfaces_do_not_move(scene):
 
 def test_sampling_follows_the_window_and_weights(scene):
     root, _, _ = scene
-    corr = Correspondences(root)
+    corr = Correspondences.load(root)
     for step in range(30):
         b = corr.sample(step, max_points=500)
         assert 0 < abs(b["tgt_frame"] - b["src_frame"]) <= 4
@@ -135,7 +135,7 @@ def test_frame_normals_of_the_generated_scene_are_close_to_the_truth(scene):
     from modgs_ns.scene.geometry import unproject
 
     root, meta, _ = scene
-    corr = Correspondences(root)
+    corr = Correspondences.load(root)
     frames = {f["file_path"].split("/")[-1]: f for f in meta["frames"]}
     name = corr.names[0].split("/")[-1]
     gt = np.load(root / frames[name]["gt_depth_path"])

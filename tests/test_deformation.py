@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from nerfstudio.data.scene_box import SceneBox
 
 from modgs_ns.model.deformation import Deformation
-from modgs_ns.model.modgs_model import ModgsModelConfig
+from modgs_ns.model.stage1 import Stage1Config, pair_loss
 
 SMALL = dict(feature_dims=64, proj_dims=64, hidden=(64, 64), gabor_hidden=64)
 
@@ -80,29 +79,15 @@ class RigidPairs:
 
 
 def test_stage1_recovers_a_rigid_motion():
-    cfg = ModgsModelConfig(
-        stage1_points=1024,
-        deform_feature_dims=64,
-        deform_proj_dims=64,
-        deform_hidden=(64, 64),
-        deform_gabor_hidden=64,
-        stage1_eval_every=0,
-    )
-    model = cfg.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
-        num_train_data=1,
-        metadata={},
-        seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)),
-    )
+    cfg = Stage1Config(points=1024, eval_every=0)
+    deform = Deformation(feature_dims=64, proj_dims=64, hidden=(64, 64), gabor_hidden=64)
     pairs = RigidPairs()
-    model._correspondences = pairs
     lo, hi = pairs.bbox()
-    model.deform.set_normalization(torch.stack([lo, hi]))
-    groups = model.get_param_groups()
-    opt = torch.optim.Adam([{"params": groups["deform"]}, {"params": groups["deform_time"]}], lr=2e-3)
+    deform.set_normalization(torch.stack([lo, hi]))
+    opt = torch.optim.Adam(deform.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.997)
     for step in range(800):
-        loss = sum(model.stage1_loss_dict(step).values())
+        loss = sum(pair_loss(deform, pairs.sample(step, cfg.points), cfg).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -111,7 +96,7 @@ def test_stage1_recovers_a_rigid_motion():
     errs = []
     with torch.no_grad():
         for i, j in [(0, 8), (5, 13), (12, 20), (23, 15), (3, 0), (10, 11)]:
-            d = model.deform
+            d = deform
             pred = d.from_canonical(d.to_canonical(pairs.frames[i], float(pairs.times[i])), float(pairs.times[j]))
             errs.append(float((pred - pairs.frames[j]).norm(dim=-1).mean()))
     assert max(errs) < 0.01 * extent, (errs, extent)
@@ -169,31 +154,25 @@ def test_stage1_recovers_a_fast_turning_object_with_the_cpu_preset():
 
     trainer = modgs_cpu_method.config
     cfg = trainer.pipeline.model
-    cfg.stage1_eval_every = 0
-    model = cfg.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
-        num_train_data=1,
-        metadata={},
-        seed_points=(torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8)),
-    )
+    model = Deformation.from_config(cfg.deformation)
     pairs = FastObjectPairs()
     assert 13 < pairs.pixels_per_frame() < 17
-    model._correspondences = pairs
     lo, hi = pairs.bbox()
-    model.deform.set_normalization(torch.stack([lo, hi]))
-    groups = model.get_param_groups()
-    steps = cfg.stage1_steps
+    model.set_normalization(torch.stack([lo, hi]))
+    groups = {"deform": list(model.layers.parameters()), "deform_time": list(model.time_encoder.parameters())}
+    steps = cfg.stage1.steps
     opts, scheds = [], []
     for name in ("deform", "deform_time"):
         o = trainer.optimizers[name]
         sc = o["scheduler"]
         assert isinstance(sc, TwoPhaseExponentialSchedulerConfig)
-        sc.switch_step = steps
+        sc = sc.for_phases(cfg.phases(steps + 1))
         opt = o["optimizer"].setup(groups[name])
         opts.append(opt)
         scheds.append(sc.setup().get_scheduler(opt, o["optimizer"].lr))
     for step in range(steps):
-        loss = sum(model.stage1_loss_dict(step).values())
+        batch = pairs.sample(step, cfg.stage1.points, moving_fraction=cfg.stage1.moving_fraction)
+        loss = sum(pair_loss(model, batch, cfg.stage1).values())
         for opt in opts:
             opt.zero_grad()
         loss.backward()
@@ -204,7 +183,7 @@ def test_stage1_recovers_a_fast_turning_object_with_the_cpu_preset():
     moving, still, identity = [], [], []
     with torch.no_grad():
         for i, j in [(0, 8), (5, 13), (12, 20), (23, 15), (3, 0), (10, 11)]:
-            d = model.deform
+            d = model
             err = (
                 d.from_canonical(d.to_canonical(pairs.frames[i], float(pairs.times[i])), float(pairs.times[j]))
                 - pairs.frames[j]

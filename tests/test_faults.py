@@ -21,10 +21,10 @@ from modgs_ns.synth.generate import SynthConfig, generate_scene
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = [
-    "--vis", "tensorboard", "--pipeline.model.stage1-points", "256", "--pipeline.model.deform-hidden", "16", "16",
-    "--pipeline.model.deform-feature-dims", "16", "--pipeline.model.deform-proj-dims", "16",
-    "--pipeline.model.deform-gabor-hidden", "16", "--pipeline.model.init-max-points", "1500",
-    "--pipeline.model.ordinal-pairs", "2000", "--pipeline.model.stage1-eval-every", "0",
+    "--vis", "tensorboard", "--pipeline.model.stage1.points", "256", "--pipeline.model.deformation.hidden", "16", "16",
+    "--pipeline.model.deformation.feature-dims", "16", "--pipeline.model.deformation.proj-dims", "16",
+    "--pipeline.model.deformation.gabor-hidden", "16", "--pipeline.model.canonical-init.max-points", "1500",
+    "--pipeline.model.depth-loss.ordinal-pairs", "2000", "--pipeline.model.stage1.eval-every", "0",
     "--pipeline.model.warmup-length", "3", "--pipeline.model.refine-every", "3",
     "--pipeline.model.densify-grad-thresh", "0.00005", "--logging.steps-per-log", "1",
 ]  # fmt: skip
@@ -239,7 +239,7 @@ def test_resumed_run_follows_the_same_schedules_and_skips_a_broken_checkpoint(cl
     scene = tmp_path / "s"
     shutil.copytree(clean[0], scene)
     base = ["ns-train", "modgs-cpu", "--data", scene, "--output-dir", tmp_path / "runs", "--max-num-iterations", "14",
-            "--pipeline.model.stage1-steps", "6", "--steps-per-save", "4", "--save-only-latest-checkpoint", "False",
+            "--pipeline.model.stage1.steps", "6", "--steps-per-save", "4", "--save-only-latest-checkpoint", "False",
             "--experiment-name", "e", *TINY_TRAIN]  # fmt: skip
     r = cli([*base, "--timestamp", "full"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -271,7 +271,7 @@ def test_training_killed_at_random_points_continues_at_the_right_step_and_phase(
     scene = tmp_path / "s"
     shutil.copytree(clean[0], scene)
     base = ["ns-train", "modgs-cpu", "--data", scene, "--output-dir", tmp_path / "runs", "--max-num-iterations", "40",
-            "--pipeline.model.stage1-steps", "20", "--steps-per-save", "5", "--experiment-name", "e", "--timestamp", "t",
+            "--pipeline.model.stage1.steps", "20", "--steps-per-save", "5", "--experiment-name", "e", "--timestamp", "t",
             *TINY_TRAIN]  # fmt: skip
     ckpts = tmp_path / "runs/e/modgs-cpu/t/nerfstudio_models"
     rng = np.random.default_rng(7)
@@ -313,7 +313,7 @@ def test_eval_refuses_a_scene_without_held_out_cameras(clean, tmp_path):
     scene = tmp_path / "s"
     shutil.copytree(clean[0], scene)
     r = cli(["ns-train", "modgs-cpu", "--data", scene, "--output-dir", tmp_path / "runs", "--experiment-name", "e",
-             "--timestamp", "t", "--max-num-iterations", "3", "--pipeline.model.stage1-steps", "2", *TINY_TRAIN], tmp_path)  # fmt: skip
+             "--timestamp", "t", "--max-num-iterations", "3", "--pipeline.model.stage1.steps", "2", *TINY_TRAIN], tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     config = tmp_path / "runs/e/modgs-cpu/t/config.yml"
     r = cli(["modgs-eval", "--load-config", config, "--output-dir", tmp_path / "ev", "--no-training-views"], tmp_path)

@@ -114,9 +114,9 @@ def test_recorded_pair_parameters_survive_ns_train_and_new_priors_rebuild(synth,
         "tensorboard",
         "--max-num-iterations",
         "3",
-        "--pipeline.model.stage1-steps",
+        "--pipeline.model.stage1.steps",
         "2",
-        "--pipeline.model.stage1-eval-every",
+        "--pipeline.model.stage1.eval-every",
         "0",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

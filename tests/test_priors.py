@@ -11,7 +11,7 @@ import pytest
 
 from modgs_ns.preprocess.align import align_priors, disparity_shift_from_planes, disparity_to_depth
 from modgs_ns.preprocess.pairs import ensure_caches
-from modgs_ns.scene.caches import DEPTH_CACHE, load_valid_masks
+from modgs_ns.scene.caches import DEPTH_CACHE, DepthCache
 from modgs_ns.synth.generate import SynthConfig, generate_scene
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -101,9 +101,8 @@ def test_disparity_route_beats_the_old_conversion_on_the_generated_scene(scene, 
 
     def error(root):
         ensure_caches(root, progress=False)
-        with np.load(root / DEPTH_CACHE) as z:
-            depth = z["depth"]
-        _, valid = load_valid_masks(root)
+        cache = DepthCache.load(root)
+        depth, valid = cache.depth, cache.valid
         m = valid & np.isfinite(scene["gt"]) & (depth > 0)
         s = np.median(scene["gt"][m] / depth[m])  # one global scale: all a static camera leaves free
         return float(np.median(np.abs(s * depth[m] - scene["gt"][m]) / scene["gt"][m]))
@@ -144,9 +143,8 @@ def test_moving_camera_disparity_prior_fitted_to_triangulated_inverse_depth(tmp_
     assert stats["camera_motion"] == "moving" and "disparity_shift" not in stats
     train = sorted((f for f in meta["frames"] if f["camera"] == "train"), key=lambda f: f["time"])
     gt = np.stack([np.load(root / f["gt_depth_path"]) for f in train])
-    with np.load(root / DEPTH_CACHE) as z:
-        depth = z["depth"]
-    _, valid = load_valid_masks(root)
+    cache = DepthCache.load(root)
+    depth, valid = cache.depth, cache.valid
     m = valid & (depth > 0)
     ratio = np.median(depth[m] / gt[m])  # the poses are metric: no scale left either
     assert abs(ratio - 1) < 0.05

@@ -61,7 +61,7 @@ def run(tmp_path_factory):
             "tensorboard",
             "--max-num-iterations",
             "420",
-            "--pipeline.model.stage1-steps",
+            "--pipeline.model.stage1.steps",
             "300",
             "--pipeline.model.warmup-length",
             "20",
@@ -255,18 +255,18 @@ def test_export_at_a_time_matches_the_model(run, tmp_path):
     model = run.model
     with torch.no_grad():
         # Lifespans, computed here from the stored parameters: alive at 0.75 when the weight reaches the cutoff;
-        # between two frames' times the weights are the nearer frame's (lifespans_between_frames "nearest").
+        # between two frames' times the weights are the nearer frame's.
         frame_times = np.asarray(model.frame_times, dtype=np.float64)
-        assert model.config.lifespans_between_frames == "nearest" and len(frame_times) > 1
+        assert len(frame_times) > 1
         t_life = float(frame_times[np.argmin(np.abs(frame_times - 0.75))])
         assert t_life != 0.75  # the export time lies between two frames, where the two rules differ
         weight = torch.exp(
             -0.5
             * ((t_life - model.gauss_params["times"][:, 0]) / torch.exp(model.gauss_params["time_scales"][:, 0])) ** 2
         )
-        ids = torch.where(weight >= model.config.lifespan_cutoff)[0]
+        ids = torch.where(weight >= model.config.lifespans.cutoff)[0]
         # Deformed: Gaussians with lifespans, and the static ones too unless deform_static is off (modgs-cpu).
-        moves = model.has_lifespan(ids) | model.config.deform_static
+        moves = model.has_lifespan(ids) | model.config.lifespans.deform_static
         canonical = model.means[ids]
         means = torch.where(moves[:, None], model.deformed_means(canonical, 0.75), canonical).numpy()
         colors = torch.sigmoid(model.features_dc[ids]).numpy()

@@ -25,22 +25,22 @@ N1 = 10
 TINY = [
     "--vis",
     "tensorboard",
-    "--pipeline.model.stage1-steps",
+    "--pipeline.model.stage1.steps",
     str(N1),
-    "--pipeline.model.stage1-points",
+    "--pipeline.model.stage1.points",
     "512",
-    "--pipeline.model.deform-hidden",
+    "--pipeline.model.deformation.hidden",
     "32",
     "32",
-    "--pipeline.model.deform-feature-dims",
+    "--pipeline.model.deformation.feature-dims",
     "32",
-    "--pipeline.model.deform-proj-dims",
+    "--pipeline.model.deformation.proj-dims",
     "32",
-    "--pipeline.model.deform-gabor-hidden",
+    "--pipeline.model.deformation.gabor-hidden",
     "32",
-    "--pipeline.model.init-max-points",
+    "--pipeline.model.canonical-init.max-points",
     "2000",
-    "--pipeline.model.ordinal-pairs",
+    "--pipeline.model.depth-loss.ordinal-pairs",
     "5000",
     "--pipeline.model.warmup-length",
     "5",
@@ -78,16 +78,16 @@ def tiny(tmp_path_factory):
 
 def test_too_few_steps_for_stage2_is_one_line_error(tiny):
     r = run(
-        ["ns-train", "modgs-cpu", "--data", "scene", "--max-num-iterations", "5", "--pipeline.model.stage1-steps", "5"],
+        ["ns-train", "modgs-cpu", "--data", "scene", "--max-num-iterations", "5", "--pipeline.model.stage1.steps", "5"],
         tiny,
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "must exceed --pipeline.model.stage1-steps" in r.stderr
+    assert "must exceed --pipeline.model.stage1.steps" in r.stderr
 
 
 @pytest.mark.parametrize(
     "flag, value, message",
-    [("moving-lifespan", "-1", "must be >= 0 (0 = off)"), ("init-moving-opacity", "1.5", "must be in (0, 1)")],
+    [("lifespans.width", "-1", "must be >= 0 (0 = off)"), ("canonical-init.thickness", "1.5", "must be in (0, 1]")],
 )
 def test_lifespan_options_out_of_range_are_one_line_errors(tiny, flag, value, message):
     r = run(["ns-train", "modgs-cpu", "--data", "scene", f"--pipeline.model.{flag}", value], tiny)
@@ -138,11 +138,11 @@ def test_paper_preset_trains_on_cpu(tiny):
             "tensorboard",
             "--max-num-iterations",
             "3",
-            "--pipeline.model.stage1-steps",
+            "--pipeline.model.stage1.steps",
             "1",
-            "--pipeline.model.stage1-points",
+            "--pipeline.model.stage1.points",
             "2000",
-            "--pipeline.model.init-max-points",
+            "--pipeline.model.canonical-init.max-points",
             "3000",
         ],
         tiny,
@@ -333,7 +333,7 @@ def test_bad_data_gives_one_line_error(tiny, tmp_path, breakage):
             str(tmp_path / "out"),
             "--max-num-iterations",
             "2",
-            "--pipeline.model.stage1-steps",
+            "--pipeline.model.stage1.steps",
             "1",
             "--vis",
             "tensorboard",

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, UV_INVALID, load_cache_masks, load_valid_masks
+from modgs_ns.scene.caches import UV_INVALID, DepthCache, PairsCache
 from modgs_ns.scene.geometry import project, unproject
 
 
@@ -20,24 +20,19 @@ class Correspondences:
     out 1%) to measure the stage-1 fit on pairs it never saw (`heldout_errors`).
     """
 
-    def __init__(self, root: Path, heldout_fraction: float = 0.01, seed: int = 0):
-        root = Path(root)
-        with np.load(root / DEPTH_CACHE) as z:
-            T, H, W = (int(v) for v in z["shape"])
-            self.depth = z["depth"]
-            self.times = z["times"].astype(np.float32)
-            self.K, self.c2w = z["K"], z["c2w"]
-        self.names, self.valid = load_valid_masks(root)
-        _, moving = load_cache_masks(root, "moving")
-        self.moving = moving  # [T, H, W] bool: pixels that move in their frame
-        with np.load(root / PAIRS_CACHE) as z:
-            self.src = torch.from_numpy(z["src"].astype(np.int64))
-            self.tgt = torch.from_numpy(z["tgt"])
-            self.offsets = z["offsets"].tolist()
-            self.counts = z["counts"]
-            self.uv_scale = float(z["uv_scale"])
-        self.root, self.T, self.H, self.W = root, T, H, W
-        self.points = torch.from_numpy(np.stack([unproject(self.depth[i], self.K, self.c2w[i]) for i in range(T)]))
+    def __init__(self, depth: DepthCache, pairs: PairsCache, heldout_fraction: float = 0.01, seed: int = 0):
+        T, H, W = depth.shape
+        self.depth, self.times = depth.depth, depth.times.astype(np.float32)
+        self.K, self.c2w = depth.K, depth.c2w
+        self.names, self.valid = depth.names, depth.valid
+        self.moving = moving = depth.moving  # [T, H, W] bool: pixels that move in their frame
+        self.src = torch.from_numpy(pairs.src.astype(np.int64))
+        self.tgt = torch.from_numpy(pairs.tgt)
+        self.offsets = pairs.offsets.tolist()
+        self.counts = pairs.counts
+        self.uv_scale = pairs.uv_scale
+        self.T, self.H, self.W = T, H, W
+        self.points = torch.from_numpy(np.stack([depth.points(i) for i in range(T)]))
         # [T, M]: the source pixel moves in its frame (stage 1 gives these their share of the pairs).
         self.src_moving = torch.from_numpy(np.stack([moving[i].reshape(-1)[self.src[i].numpy()] for i in range(T)]))
         rng = np.random.default_rng([seed, 99])
@@ -159,15 +154,20 @@ class Correspondences:
             + P[y1, x1] * fx * fy
         )
 
-    def frame_points(self, i: int, image_path: Path | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Valid (non-edge) points of frame i, their colours in [0, 1] when the image is given (else
-        None), and whether each moves."""
+    @classmethod
+    def load(cls, root: Path, heldout_fraction: float = 0.01, seed: int = 0) -> "Correspondences":
+        """From the scene's caches (`scene.caches`)."""
+        return cls(DepthCache.load(root), PairsCache.load(root), heldout_fraction, seed)
+
+    def frame_points(self, i: int, image: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Valid (non-edge) points of frame i, their colours in [0, 1] when its [H,W,3] uint8 image is
+        given (else None), and whether each moves."""
         m = torch.from_numpy(self.valid[i])
         pts, moving = self.points[i][m], torch.from_numpy(self.moving[i])[m]
-        if image_path is None:
+        if image is None:
             return pts, None, moving
-        img = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        return pts, torch.from_numpy(img[m.numpy()].astype(np.float32) / 255.0), moving
+        rgb = image[..., :3][m]
+        return pts, rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float(), moving
 
     def frame_normals(self, i: int, smoothing: int = 2) -> Tensor:
         """[N,3] unit surface normals of frame i's depth map at its valid points (frame_points' order).

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Type
 
-import cv2
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -27,8 +26,10 @@ from modgs_ns.data.placement import (
     scale_from_matches,
     scale_from_metric_depth,
 )
-from modgs_ns.scene.caches import DEPTH_CACHE, cache_key, cache_state, load_valid_masks, pair_params_of
+from modgs_ns.data.scene_info import SceneInfo
+from modgs_ns.scene.caches import DepthCache, cache_key, cache_state, pair_params_of
 from modgs_ns.scene.errors import CacheError
+from modgs_ns.scene.files import read_rgb
 from modgs_ns.scene.format import (
     load_scene_meta,
     prior_kind,
@@ -123,10 +124,12 @@ class ModgsDataParser(Nerfstudio):
             (data_dir / f["dynamic_mask_path"]) if f.get("dynamic_mask_path") else None for f in frames
         ]
         outputs.metadata["modgs"] = meta.get("modgs", {})
-        outputs.metadata["modgs_root"] = str(data_dir)
-        outputs.metadata["modgs_prior_kind"] = prior_kind(meta)
-        outputs.metadata["modgs_frame_images"] = [str(p) for p in outputs.image_filenames]
-        outputs.metadata["modgs_frame_times"] = [float(f.get("time", 0.0)) for f in frames]
+        outputs.metadata["modgs_scene"] = SceneInfo(
+            root=data_dir,
+            prior_kind=prior_kind(meta),
+            frame_times=tuple(float(f.get("time", 0.0)) for f in frames),
+            bounds=DepthCache.load(data_dir).bounds() if split == "train" else None,
+        )
         if split != "train" and any(c != "train" for c in outputs.metadata["frame_cameras"]):
             outputs.cameras.camera_to_worlds = self._place_held_out_cameras(data_dir, meta, frames, outputs.cameras)
         return outputs
@@ -154,9 +157,8 @@ class ModgsDataParser(Nerfstudio):
             return ScaleEstimate(1.0, "none", 0)
         try:
             self._check_caches(data_dir, meta)
-            names, valid = load_valid_masks(data_dir)
-            with np.load(data_dir / DEPTH_CACHE) as z:
-                aligned, K = z["depth"], z["K"]
+            cache = DepthCache.load(data_dir)
+            names, valid, aligned, K = cache.names, cache.valid, cache.depth, cache.K
             row = {n: i for i, n in enumerate(names)}
             has_metric = all(f.get("gt_depth_path") for f in train)
             if method == "metric-depth" or (method == "auto" and has_metric):
@@ -170,8 +172,7 @@ class ModgsDataParser(Nerfstudio):
                 for f in pick:
                     ref = training_frame_at(train, f["time"])
                     i = row[Path(ref["file_path"]).name]
-                    img_a = cv2.cvtColor(cv2.imread(str(data_dir / ref["file_path"])), cv2.COLOR_BGR2RGB)
-                    img_b = cv2.cvtColor(cv2.imread(str(data_dir / f["file_path"])), cv2.COLOR_BGR2RGB)
+                    img_a, img_b = read_rgb(data_dir / ref["file_path"]), read_rgb(data_dir / f["file_path"])
                     rel = relative_pose(np.array(ref["transform_matrix"]), np.array(f["transform_matrix"]))
                     results.append(scale_from_matches(img_a, aligned[i], K, img_b, K, rel, valid[i]))
                 est = combine(results)

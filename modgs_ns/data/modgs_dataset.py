@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
-from modgs_ns.scene.caches import DEPTH_CACHE, load_valid_masks
+from modgs_ns.scene.caches import DEPTH_CACHE, DepthCache
 from modgs_ns.scene.format import load_depth_prior
 
 
@@ -28,14 +28,13 @@ class ModgsDataset(InputDataset):
         """Image name -> (non-edge valid mask, aligned depth or None) from the depth cache."""
         if self._cache is None:
             self._cache = {}
-            root = self.metadata.get("modgs_root")
-            if root and (Path(root) / DEPTH_CACHE).is_file():
-                names, valid = load_valid_masks(Path(root))
-                depth = [None] * len(names)
-                if self.metadata.get("modgs_prior_kind") == "disparity":
-                    with np.load(Path(root) / DEPTH_CACHE) as z:
-                        depth = z["depth"]
-                self._cache = {n: (valid[i], depth[i]) for i, n in enumerate(names)}
+            scene = self.metadata.get("modgs_scene")
+            if scene is not None and (Path(scene.root) / DEPTH_CACHE).is_file():
+                cache = DepthCache.load(scene.root)
+                disparity = scene.prior_kind == "disparity"
+                self._cache = {
+                    n: (cache.valid[i], cache.depth[i] if disparity else None) for i, n in enumerate(cache.names)
+                }
         return self._cache
 
     def get_metadata(self, data: Dict) -> Dict:
@@ -47,7 +46,8 @@ class ModgsDataset(InputDataset):
         if cached is not None and cached[1] is not None and cached[1].shape == (h, w):
             depth, valid = cached[1].astype(np.float32), cached[1] > 0
         else:
-            depth, valid = load_depth_prior(paths[data["image_idx"]], h, w, self.metadata.get("modgs_prior_kind", ""))
+            scene = self.metadata.get("modgs_scene")
+            depth, valid = load_depth_prior(paths[data["image_idx"]], h, w, scene.prior_kind if scene else "")
         if cached is not None and cached[0].shape == valid.shape:
             valid = valid & cached[0]
         return {"depth_prior": torch.from_numpy(depth)[..., None], "depth_valid": torch.from_numpy(valid)[..., None]}

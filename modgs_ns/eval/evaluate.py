@@ -15,7 +15,7 @@ import torch
 from rich.progress import Progress
 
 from modgs_ns.eval.metrics import LPIPS, image_metrics, mean_metrics
-from modgs_ns.scene.caches import load_cache_masks
+from modgs_ns.scene.caches import DepthCache
 from modgs_ns.scene.format import training_frame_at, training_frames
 from modgs_ns.scene.geometry import project, unproject
 
@@ -83,10 +83,10 @@ def _read_image(path, width: int, height: int) -> Optional[torch.Tensor]:
 def _moving_masks(root: Path) -> dict[str, np.ndarray]:
     """Per training image name: the pixels that move in that frame, from the depth cache (when built)."""
     try:
-        names, moving = load_cache_masks(root, "moving")
+        cache = DepthCache.load(root)
     except (OSError, KeyError, ValueError):
         return {}
-    return dict(zip(names, moving))
+    return dict(zip(cache.names, cache.moving))
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def evaluate_training_views(pipeline, output_dir: Optional[Path] = None, grid_ev
     model, dataset = pipeline.model, pipeline.datamanager.train_dataset
     model.eval()
     meta = dataset.metadata
-    root = Path(meta["modgs_root"])
+    root = meta["modgs_scene"].root
     dyn_files = meta.get("dynamic_mask_filenames") or [None] * len(dataset)
     cached = None
     rows = []
@@ -157,13 +157,13 @@ def evaluate_pipeline(
     model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
     model.eval()
     meta = dataset.metadata
-    parser_meta = json.loads((Path(meta["modgs_root"]) / "transforms.json").read_text())
+    root = meta["modgs_scene"].root
+    parser_meta = json.loads((root / "transforms.json").read_text())
     frames_by_name = {Path(f["file_path"]).name: f for f in parser_meta["frames"]}
     train = training_frames(parser_meta)
     lpips = [LPIPS(n, lpips_weights) for n in lpips_nets]
     notes = [lp.reason for lp in lpips if not lp.available]
     lpips = [lp for lp in lpips if lp.available]
-    root = Path(meta["modgs_root"])
     K_all = dataset.cameras.get_intrinsics_matrices().numpy()
     rows = []
     n = len(dataset)

@@ -12,13 +12,13 @@ array in one write: no per-element Python loop.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 import torch
+
+from modgs_ns.scene.files import atomic_write
 
 SH_C0 = 0.28209479177387814
 
@@ -77,15 +77,8 @@ def write_splat_ply(path: Path, g: Dict[str, np.ndarray]) -> None:
     header = f"ply\nformat binary_little_endian 1.0\ncomment modgs-ns\nelement vertex {n}\n"
     header += "".join(f"property float {c}\n" for c in names) + "end_header\n"
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(np.ascontiguousarray(cols).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    body = header.encode("ascii") + np.ascontiguousarray(cols).tobytes()
+    atomic_write(path, lambda tmp: tmp.write_bytes(body))
 
 
 def export_sequence(

@@ -16,9 +16,29 @@ With stage-1 steps = 0 (the ablation "without 3D-aware initialization") this giv
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass
+class DeformationConfig:
+    """Sizes of the deformation network (defaults: MoDGS's configs)."""
+
+    layers: int = 4
+    """RealNVP coupling layers."""
+    feature_dims: int = 128
+    """Time feature size of the GaborNet encoder."""
+    proj_dims: int = 256
+    """Projection size inside each coupling layer."""
+    hidden: Tuple[int, ...] = (256, 256, 256)
+    """Hidden layer sizes of each coupling layer's MLP."""
+    gabor_hidden: int = 256
+    """Hidden size of the GaborNet time encoder."""
+    seed: int = 1234
+    """Seed of the initialization and coupling permutations (also of stage-1 sampling and the canonical draw)."""
 
 
 class GaborLayer(nn.Module):
@@ -144,6 +164,17 @@ class Deformation(nn.Module):
         # World -> working box: x_n = (x - center) * scale. Set from the scene's points (set_normalization).
         self.register_buffer("center", torch.zeros(3))
         self.register_buffer("scale", torch.ones(()))
+
+    @classmethod
+    def from_config(cls, c: DeformationConfig) -> "Deformation":
+        return cls(
+            n_layers=c.layers,
+            feature_dims=c.feature_dims,
+            proj_dims=c.proj_dims,
+            hidden=tuple(c.hidden),
+            gabor_hidden=c.gabor_hidden,
+            seed=c.seed,
+        )
 
     @torch.no_grad()
     def set_normalization(self, points: Tensor) -> None:

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
+
+from modgs_ns.scene.errors import ConfigError
+
+
+@dataclass
+class DepthLossConfig:
+    """Stage 2's depth-prior loss."""
+
+    kind: Literal["ordinal", "pearson", "none"] = "ordinal"
+    """MoDGS's ordinal loss, a Pearson correlation loss, or none."""
+    weight: float = 0.1
+    """Weight of the depth loss (MoDGS: 0.1)."""
+    ordinal_pairs: int = 200000
+    """Pixel pairs sampled per step for the ordinal loss."""
+    ordinal_alpha: float = 100.0
+    """Sharpness of the ordinal loss's tanh (MoDGS: 100, for depth in [-1, 1] units)."""
+
+    def check(self, flag: str = "--pipeline.model.depth-loss.") -> None:
+        if not self.weight >= 0:
+            raise ConfigError(f"{flag}weight must be >= 0, got {self.weight}")
+        if self.ordinal_pairs < 1:
+            raise ConfigError(f"{flag}ordinal-pairs must be >= 1, got {self.ordinal_pairs}")
+
+
+def depth_loss(render: Tensor, prior: Tensor, valid: Tensor, cfg: DepthLossConfig, scale: Tensor | float) -> Tensor:
+    """The configured depth loss (unweighted) of a rendered depth [H,W,1] in world units; `scale`: world
+    to the deformation's normalized units, where the ordinal loss's alpha is tuned."""
+    if cfg.kind == "pearson":
+        return pearson_depth_loss(render, prior, valid)
+    return ordinal_depth_loss(render * scale, prior, valid, cfg.ordinal_pairs, cfg.ordinal_alpha)
 
 
 def ordinal_depth_loss(

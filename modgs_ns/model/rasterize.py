@@ -9,7 +9,6 @@ machine with nvcc but no GPU starts a half-hour JIT build.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from torch import Tensor
@@ -22,9 +21,8 @@ CPU_BACKENDS = ("auto", "cpp", "torch")
 
 def cpu_compositor(backend: Optional[str] = None):
     """The per-pixel compositor for CPU tensors: the compiled kernel when it builds ("auto", the
-    default), or the PyTorch one. `MODGS_CPU_RASTERIZER=torch|cpp` decides where "auto" is asked."""
-    if backend in (None, "auto"):
-        backend = os.environ.get("MODGS_CPU_RASTERIZER", "auto")
+    default), or the PyTorch one."""
+    backend = backend or "auto"
     if backend not in CPU_BACKENDS:
         raise ValueError(f"unknown CPU rasterizer {backend!r}; choose one of {', '.join(CPU_BACKENDS)}")
     if backend == "torch":

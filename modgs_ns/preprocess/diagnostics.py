@@ -8,14 +8,13 @@ or depth edge) | flow to the next frame (hue = direction, brightness = magnitude
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from modgs_ns.preprocess.flow import make_flow
-from modgs_ns.scene.caches import DEPTH_CACHE, PAIRS_CACHE, PairParams, load_valid_masks
+from modgs_ns.scene.caches import DepthCache, PairParams, PairsCache
 from modgs_ns.scene.format import load_depth_prior, load_scene_meta, prior_kind, training_frames
 
 
@@ -44,14 +43,11 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6) -> None:
     root, meta = load_scene_meta(root)
     frames = {Path(f["file_path"]).name: f for f in training_frames(meta)}
-    names, valid = load_valid_masks(root)
+    cache = DepthCache.load(root)
+    names, valid, aligned, shift = cache.names, cache.valid, cache.depth, cache.disparity_shift
     kind = prior_kind(meta)
-    with np.load(root / DEPTH_CACHE) as z:
-        aligned, static = z["depth"], z["static"]
-        shift = json.loads(str(z["disparity_shift"])) if "disparity_shift" in z.files else {}
-        static = np.broadcast_to(static, aligned.shape)  # one mask (static camera) or one per frame
-    with np.load(root / PAIRS_CACHE) as z:
-        counts = z["counts"]
+    static = np.broadcast_to(cache.static, aligned.shape)  # one mask (static camera) or one per frame
+    counts = PairsCache.load(root).counts
     T, H, W = aligned.shape
     flow = make_flow(params.flow, params.raft_checkpoint)
     lo, hi = np.percentile(aligned[valid], [2, 98]) if valid.any() else (0.0, 1.0)

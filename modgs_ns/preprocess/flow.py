@@ -3,7 +3,9 @@ forward-backward cycle check that keeps only trustworthy correspondences."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -68,6 +70,19 @@ class RAFTFlow:
         with torch.no_grad():
             flow = self.model(a, b, num_flow_updates=self.iterations)[-1]
         return flow[0, :, :h, :w].permute(1, 2, 0).numpy().astype(np.float32)
+
+
+SCENE_FLOW_GROUP = "modgs_ns.scene_flow"
+"""Entry-point group of flows a scene defines itself: name -> f(meta, t_i, t_j, c2w_i, c2w_j, K, W, H) ->
+(flow [H,W,2], visible [H,W] bool). modgs-synth registers `gt`, its analytic flow (pyproject.toml)."""
+
+
+def scene_flow_provider(name: str) -> Optional[Callable]:
+    """The registered scene flow of that name, or None (then `name` is an image-flow method)."""
+    for ep in importlib.metadata.entry_points(group=SCENE_FLOW_GROUP):
+        if ep.name == name:
+            return ep.load()
+    return None
 
 
 def make_flow(name: str, raft_checkpoint: str = ""):

@@ -4,8 +4,6 @@ seed points. Functions of the config and the frames state; the runner (run.py) k
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -16,17 +14,17 @@ from rich.console import Console
 
 from modgs_ns.preprocess.config import PreprocessConfig
 from modgs_ns.preprocess.frames import IMAGE_EXTS, FrameSet
-from modgs_ns.scene.caches import DEPTH_CACHE
+from modgs_ns.scene.caches import DepthCache
 from modgs_ns.scene.errors import PreprocessError
+from modgs_ns.scene.files import atomic_write, read_rgb
 from modgs_ns.scene.format import write_ply_points
-from modgs_ns.scene.geometry import unproject
 
 CONSOLE = Console(stderr=True, soft_wrap=True)  # messages stay one line
 
 
 def read_frame(out: Path, name: str) -> np.ndarray:
     """A frame written by the frames step (RGB), when that step was skipped on a re-run."""
-    return cv2.cvtColor(cv2.imread(str(out / "images" / name)), cv2.COLOR_BGR2RGB)
+    return read_rgb(out / "images" / name)
 
 
 def count_source(cfg: PreprocessConfig, meta_frames: dict) -> Optional[int]:
@@ -164,13 +162,10 @@ def scene_meta(cfg: PreprocessConfig, mf: dict, poses: dict, depth_kind: str, W:
 
 def write_seed_points(out: Path, meta: dict, n: int) -> None:
     """Seed Gaussians from the aligned depth of the first frame (replaced at the canonical init)."""
-    with np.load(out / DEPTH_CACHE) as z:
-        depth, K, c2w, names = z["depth"][0], z["K"], z["c2w"][0], [str(x) for x in z["names"]]
-    img = cv2.cvtColor(cv2.imread(str(out / "images" / names[0])), cv2.COLOR_BGR2RGB)
-    pts = unproject(depth, K, c2w).reshape(-1, 3)
+    cache = DepthCache.load(out)
+    depth = cache.depth[0]
+    img = read_rgb(out / "images" / cache.names[0])
+    pts = cache.points(0).reshape(-1, 3)
     ok = np.flatnonzero(np.isfinite(pts).all(-1) & (depth.reshape(-1) > 0))
     pick = np.random.default_rng(0).choice(ok, size=min(n, len(ok)), replace=False)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-points-", suffix=".ply")
-    os.close(fd)
-    write_ply_points(Path(tmp), pts[pick], img.reshape(-1, 3)[pick])
-    os.replace(tmp, out / "points3d.ply")
+    atomic_write(out / "points3d.ply", lambda tmp: write_ply_points(tmp, pts[pick], img.reshape(-1, 3)[pick]))

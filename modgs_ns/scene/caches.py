@@ -1,6 +1,7 @@
 """The flow / alignment / 3D-pair caches: their files, parameters, validity key and typed loaders.
 
-modgs-preprocess (modgs_ns/preprocess/pairs.py) is their only writer. A cache is valid when its
+modgs-preprocess (modgs_ns/preprocess/pairs.py) is their only writer, through `DepthCache.save` and
+`PairsCache.save`; every reader loads them through `DepthCache.load` / `PairsCache.load`. A cache is valid when its
 stored key equals `cache_key(root, meta, params)`: the pair parameters and a content fingerprint of
 every input (training images, depth priors, poses, times, intrinsics), so replaced priors or another
 scene's caches are never trusted; a truncated or corrupted file fails its zip CRC check on load.
@@ -11,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import List, Literal, Optional, Tuple
 
 import numpy as np
 
 from modgs_ns.scene.errors import CacheError
+from modgs_ns.scene.files import atomic_write
 from modgs_ns.scene.format import training_frames
 from modgs_ns.scene.geometry import unproject
 
@@ -102,28 +102,138 @@ def pair_param_problems(p: PairParams, prefix: str = "--pairs.") -> list[str]:
     ]
 
 
-def atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _savez(path: Path, **arrays) -> None:
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
-def load_cache_masks(root: Path, key: str) -> tuple[list[str], np.ndarray]:
-    """(image names, mask [T,H,W] bool) stored bit-packed in the depth cache under `key`."""
-    with np.load(Path(root) / DEPTH_CACHE) as z:
-        W = int(z["shape"][2])
-        return [str(n) for n in z["names"]], np.unpackbits(z[key], axis=-1, count=W).astype(bool)
+@dataclass
+class DepthCache:
+    """`caches/depth.npz`: the aligned depth of every training frame and its masks (sorted by time)."""
+
+    params_key: str
+    """`cache_key` of the inputs and parameters it was built from."""
+    depth: np.ndarray
+    """[T,H,W] float32 aligned depth, in the reconstruction's units."""
+    valid: np.ndarray
+    """[T,H,W] bool: prior-valid and not a depth edge."""
+    static: np.ndarray
+    """[H,W] (static camera) or [T,H,W] bool: pixels the alignment treats as static."""
+    moving: np.ndarray
+    """[T,H,W] bool: pixels that move in their frame."""
+    scales: np.ndarray
+    """[T] per-frame scale of the alignment."""
+    shifts: np.ndarray
+    """[T] per-frame shift of the alignment."""
+    reference: int
+    """Frame the others are aligned to."""
+    disparity_shift: dict
+    """The static-camera disparity shift's estimate and statistics ({} when none was needed)."""
+    times: np.ndarray
+    """[T] frame times."""
+    names: List[str]
+    """[T] image file names."""
+    K: np.ndarray
+    """[3,3] intrinsics."""
+    c2w: np.ndarray
+    """[T,4,4] OpenCV camera-to-world poses."""
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(int(v) for v in self.depth.shape)  # type: ignore[return-value]
+
+    def save(self, root: Path) -> None:
+        T, H, W = self.shape
+        _savez(
+            Path(root) / DEPTH_CACHE,
+            params_key=np.array(self.params_key),
+            depth=self.depth,
+            valid=np.packbits(self.valid, axis=-1),
+            static=self.static,
+            moving=np.packbits(self.moving, axis=-1),
+            scales=self.scales,
+            shifts=self.shifts,
+            reference=np.array(self.reference),
+            disparity_shift=np.array(json.dumps(self.disparity_shift)),
+            times=self.times,
+            names=np.array(self.names),
+            K=self.K,
+            c2w=self.c2w,
+            shape=np.array([T, H, W]),
+        )
+
+    @classmethod
+    def load(cls, root: Path) -> "DepthCache":
+        with np.load(Path(root) / DEPTH_CACHE) as z:
+            W = int(z["shape"][2])
+            return cls(
+                params_key=str(z["params_key"]),
+                depth=z["depth"],
+                valid=np.unpackbits(z["valid"], axis=-1, count=W).astype(bool),
+                static=z["static"],
+                moving=np.unpackbits(z["moving"], axis=-1, count=W).astype(bool),
+                scales=z["scales"],
+                shifts=z["shifts"],
+                reference=int(z["reference"]),
+                disparity_shift=json.loads(str(z["disparity_shift"])) if "disparity_shift" in z.files else {},
+                times=z["times"],
+                names=[str(n) for n in z["names"]],
+                K=z["K"],
+                c2w=z["c2w"],
+            )
+
+    def points(self, i: int) -> np.ndarray:
+        """[H,W,3] world points of frame i's aligned depth."""
+        return unproject(self.depth[i], self.K, self.c2w[i])
+
+    def bounds(self) -> np.ndarray:
+        """[2,3] min and max of the valid aligned-depth points of every frame (world units)."""
+        pts = np.concatenate([self.points(i)[self.valid[i]] for i in range(len(self.depth))])
+        return np.stack([pts.min(0), pts.max(0)])
 
 
-def load_valid_masks(root: Path) -> tuple[list[str], np.ndarray]:
-    """(image names, valid [T,H,W] bool) of the depth cache: prior-valid and non-edge pixels."""
-    return load_cache_masks(root, "valid")
+@dataclass
+class PairsCache:
+    """`caches/pairs.npz`: stage 1's 2D correspondences from a fixed subset of source pixels per frame."""
+
+    params_key: str
+    """`cache_key` of the inputs and parameters it was built from."""
+    src: np.ndarray
+    """[T,M] int32 flat pixel index of each frame's source pixels."""
+    tgt: np.ndarray
+    """[T,O,M,2] int16 target pixel (x, y) x uv_scale in frame i + offsets[o]; UV_INVALID where none."""
+    offsets: np.ndarray
+    """[O] frame offsets of the targets."""
+    counts: np.ndarray
+    """[T,T] valid pairs per (source, target) frame."""
+    uv_scale: float
+    """Fixed-point scale of `tgt`."""
+    params: dict
+    """The pair parameters (PairParams as a dict)."""
+
+    def save(self, root: Path) -> None:
+        _savez(
+            Path(root) / PAIRS_CACHE,
+            params_key=np.array(self.params_key),
+            src=self.src,
+            tgt=self.tgt,
+            offsets=self.offsets,
+            counts=self.counts,
+            uv_scale=np.array(self.uv_scale),
+            params=np.array(json.dumps(self.params)),
+        )
+
+    @classmethod
+    def load(cls, root: Path) -> "PairsCache":
+        with np.load(Path(root) / PAIRS_CACHE) as z:
+            return cls(
+                params_key=str(z["params_key"]),
+                src=z["src"],
+                tgt=z["tgt"],
+                offsets=z["offsets"],
+                counts=z["counts"],
+                uv_scale=float(z["uv_scale"]),
+                params=json.loads(str(z["params"])),
+            )
 
 
 def pair_params_of(meta: dict) -> PairParams:
@@ -179,12 +289,3 @@ def cache_state(root: Path, key: str) -> str:
         except Exception:  # truncated, corrupted or foreign (BadZipFile, EOFError, KeyError, ValueError, ...)
             return f"{rel} is unreadable"
     return ""
-
-
-def scene_bounds(root: Path) -> np.ndarray:
-    """[2, 3] min and max of the valid aligned-depth points of every training frame (world units)."""
-    with np.load(Path(root) / DEPTH_CACHE) as z:
-        depth, K, c2w = z["depth"], z["K"], z["c2w"]
-    _, valid = load_valid_masks(root)
-    pts = np.concatenate([unproject(depth[i], K, c2w[i])[valid[i]] for i in range(len(depth))])
-    return np.stack([pts.min(0), pts.max(0)])

@@ -13,27 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from modgs_ns.scene.errors import SceneFormatError
+from modgs_ns.scene.files import atomic_write
 
 TRANSFORMS = "transforms.json"
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_json_atomic(path: Path, obj, allow_nan: bool = False) -> None:
+    """Write JSON atomically (`files.atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, allow_nan=allow_nan)))
 
 
 def writable_dir_problem(path: Path, flag: str) -> str:

@@ -8,15 +8,15 @@ writes metrics.json (per image, per camera, mean) plus GT | render | error | dep
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
+
+from modgs_ns.scene.format import write_json_atomic
 
 
 @dataclass
@@ -116,10 +116,7 @@ def main(args: EvalArgs) -> int:
         **result,
     }
     # Written atomically: a crash never leaves a truncated metrics.json behind.
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".metrics.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, out_dir / "metrics.json")
+    write_json_atomic(out_dir / "metrics.json", result, allow_nan=True)
 
     m = result["mean"]
     fmt = lambda k: "-" if m.get(k) is None else f"{m[k]:.4f}"  # noqa: E731
