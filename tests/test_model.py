@@ -33,7 +33,9 @@ def make_model(n=400, seed=0, bounds=None, **options):
         -1,
     )
     rgb = (torch.rand(n, 3, generator=g) * 255).to(torch.uint8)
-    config = ModgsModelConfig(deformation=DeformationConfig(feature_dims=32, proj_dims=32, hidden=(32,), gabor_hidden=32))
+    config = ModgsModelConfig(
+        deformation=DeformationConfig(feature_dims=32, proj_dims=32, hidden=(32,), gabor_hidden=32)
+    )
     for key, value in options.items():
         *groups, name = key.split(".")
         target = config

@@ -66,7 +66,9 @@ class ModgsModel(SplatfactoModel):
 
     def _set_lifespans(self, centres: Tensor, log_widths: Tensor) -> None:
         for name, value in zip(LIFESPAN_PARAMS, (centres, log_widths)):
-            self.gauss_params[name] = torch.nn.Parameter(value.to(self.gauss_params["means"].device), requires_grad=False)
+            self.gauss_params[name] = torch.nn.Parameter(
+                value.to(self.gauss_params["means"].device), requires_grad=False
+            )
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         groups = super().get_param_groups()
