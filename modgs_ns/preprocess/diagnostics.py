@@ -15,6 +15,7 @@ import numpy as np
 
 from modgs_ns.preprocess.flow import make_flow
 from modgs_ns.scene.caches import DepthCache, PairParams, PairsCache
+from modgs_ns.scene.files import read_rgb
 from modgs_ns.scene.format import load_depth_prior, load_scene_meta, prior_kind, training_frames
 
 
@@ -55,17 +56,17 @@ def write_diagnostics(root: Path, path: Path, params: PairParams, rows: int = 6)
     out_rows = []
     for i in picks:
         f = frames[names[i]]
-        img = cv2.imread(str(root / f["file_path"]))
+        img = read_rgb(root / f["file_path"])
         prior, pv = load_depth_prior(root / f["depth_prior_path"], H, W, kind)
         plo, phi = np.percentile(prior[pv], [2, 98]) if pv.any() else (0.0, 1.0)
         masks = np.zeros((H, W, 3), np.uint8)
         masks[static[i] & valid[i]] = (60, 200, 60)
         masks[~valid[i]] = (40, 40, 220)
         j = i + 1 if i + 1 < T else i - 1
-        nxt = cv2.imread(str(root / frames[names[j]]["file_path"]))
-        fl = flow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), cv2.cvtColor(nxt, cv2.COLOR_BGR2RGB))
+        nxt = read_rgb(root / frames[names[j]]["file_path"])
+        fl = flow(img, nxt)
         cells = [
-            _label(img, f"frame {i} t={float(f['time']):.2f}"),
+            _label(np.ascontiguousarray(img[..., ::-1]), f"frame {i} t={float(f['time']):.2f}"),  # BGR, as the sheet
             _label(
                 _colormap(
                     -prior if kind == "disparity" else prior, *((-phi, -plo) if kind == "disparity" else (plo, phi))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from modgs_ns.scene.errors import PreprocessError
+from modgs_ns.scene.files import read_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -94,10 +95,10 @@ def read_video(
 
 
 def _read_image(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_rgb(path)
     if img is None:
         raise PreprocessError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def read_image_folder(

@@ -17,7 +17,7 @@ from modgs_ns.preprocess.frames import IMAGE_EXTS, FrameSet
 from modgs_ns.scene.caches import DepthCache
 from modgs_ns.scene.errors import PreprocessError
 from modgs_ns.scene.files import atomic_write, read_rgb
-from modgs_ns.scene.format import write_ply_points
+from modgs_ns.scene.format import camera_header, frame_record, write_ply_points
 
 CONSOLE = Console(stderr=True, soft_wrap=True)  # messages stay one line
 
@@ -108,36 +108,24 @@ def read_dynamic_masks(folder: Path, mf: dict, W: int, H: int) -> list:
 
 def scene_meta(cfg: PreprocessConfig, mf: dict, poses: dict, depth_kind: str, W: int, H: int) -> dict:
     K = intrinsics(cfg, mf, W, H)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     frames = []
     for k, n in enumerate(mf["names"]):
         pose = poses["c2w"][k]
         frames.append(
-            {
-                "file_path": f"images/{n}",
-                "depth_prior_path": f"depth_prior/{n.replace('.png', '.npy')}",
-                "time": mf["times"][k],
-                "frame_index": k,
-                "source_frame_index": mf["source_index"][k],
-                "timestamp": mf["timestamps"][k],
-                "camera": "train",
-                "transform_matrix": pose,
-            }
+            frame_record(
+                f"images/{n}",
+                pose,
+                mf["times"][k],
+                frame_index=k,
+                depth_prior_path=f"depth_prior/{n.replace('.png', '.npy')}",
+                source_frame_index=mf["source_index"][k],
+                timestamp=mf["timestamps"][k],
+            )
         )
     # A monocular video has no held-out camera: val/test are every eval_every-th training view.
     held = [f"images/{n}" for n in mf["names"][:: max(1, cfg.eval_every)]]
     return {
-        "camera_model": "OPENCV",
-        "w": W,
-        "h": H,
-        "fl_x": fx,
-        "fl_y": fy,
-        "cx": cx,
-        "cy": cy,
-        "k1": 0.0,
-        "k2": 0.0,
-        "p1": 0.0,
-        "p2": 0.0,
+        **camera_header(K, W, H),
         "frames": frames,
         "train_filenames": [f"images/{n}" for n in mf["names"]],
         "val_filenames": held,

@@ -41,6 +41,37 @@ def writable_dir_problem(path: Path, flag: str) -> str:
     return ""
 
 
+def camera_header(K: np.ndarray, width: int, height: int) -> dict:
+    """transforms.json's shared intrinsics: a pinhole OPENCV camera without distortion."""
+    K = np.asarray(K, dtype=float)
+    return {
+        "camera_model": "OPENCV",
+        "w": int(width),
+        "h": int(height),
+        "fl_x": float(K[0, 0]),
+        "fl_y": float(K[1, 1]),
+        "cx": float(K[0, 2]),
+        "cy": float(K[1, 2]),
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+    }
+
+
+def frame_record(file_path: str, c2w, time: float, camera: str = "train", frame_index: int = 0, **extra) -> dict:
+    """One transforms.json frame: nerfstudio's file_path and OpenGL camera-to-world, modgs's time and
+    physical camera; `extra`: optional keys (depth_prior_path, gt_depth_path, dynamic_mask_path, ...)."""
+    return {
+        "file_path": str(file_path),
+        "transform_matrix": np.asarray(c2w, dtype=float).tolist(),
+        "time": float(time),
+        "camera": camera,
+        "frame_index": int(frame_index),
+        **extra,
+    }
+
+
 def write_scene(root: Path, meta: dict) -> None:
     """The one writer of a scene's transforms.json (modgs-preprocess and modgs-synth)."""
     write_json_atomic(Path(root) / TRANSFORMS, meta)

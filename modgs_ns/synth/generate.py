@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from rich.progress import Progress
 
-from modgs_ns.scene.format import write_ply_points, write_scene
+from modgs_ns.scene.format import camera_header, frame_record, write_ply_points, write_scene
 from modgs_ns.synth import scene as S
 from modgs_ns.synth.depth_prior import PriorDistortion, frame_affine, simulate_prior
 
@@ -120,15 +120,15 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
                 cv2.imwrite(str(root / img_path), cv2.cvtColor((rgb * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
                 np.save(root / f"depth_gt/{name}.npy", depth)
                 cv2.imwrite(str(root / f"masks/{name}.png"), dyn.astype(np.uint8) * 255)
-                frame = {
-                    "file_path": img_path,
-                    "transform_matrix": c2w.tolist(),
-                    "time": t,
-                    "camera": cam,
-                    "frame_index": k,
-                    "gt_depth_path": f"depth_gt/{name}.npy",
-                    "dynamic_mask_path": f"masks/{name}.png",
-                }
+                frame = frame_record(
+                    img_path,
+                    c2w,
+                    t,
+                    camera=cam,
+                    frame_index=k,
+                    gt_depth_path=f"depth_gt/{name}.npy",
+                    dynamic_mask_path=f"masks/{name}.png",
+                )
                 if yaw is None:
                     prior = simulate_prior(depth, k, T, scales[k], shifts[k], cfg.seed, cfg.prior)
                     frame["depth_prior_path"] = f"depth_prior/{name}.npy"
@@ -144,17 +144,7 @@ def _write(cfg: SynthConfig, root: Path, progress: bool) -> None:
                 bar.advance(task)
     write_ply_points(root / "points3d.ply", *seeds)
     meta = {
-        "camera_model": "OPENCV",
-        "w": W,
-        "h": H,
-        "fl_x": float(K[0, 0]),
-        "fl_y": float(K[1, 1]),
-        "cx": float(K[0, 2]),
-        "cy": float(K[1, 2]),
-        "k1": 0.0,
-        "k2": 0.0,
-        "p1": 0.0,
-        "p2": 0.0,
+        **camera_header(K, W, H),
         "frames": frames,
         "train_filenames": train_names,
         "val_filenames": val_names,
