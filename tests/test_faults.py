@@ -352,3 +352,15 @@ def test_safe_defaults_and_no_shell():
     readme = (ROOT / "README.md").read_text()
     assert "--pipeline.datamanager.dataparser.test-camera-scale" not in readme  # ns-train rejects that spelling
     assert "Loading runs from others" in readme and "--viewer.websocket-host" in readme
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00"])
+def test_an_empty_or_truncated_depth_prior_is_a_format_error(tmp_path, content):
+    from modgs_ns.scene.errors import SceneFormatError
+    from modgs_ns.scene.format import load_depth_prior
+
+    path = tmp_path / "prior.npy"
+    path.write_bytes(content)  # 0 bytes (numpy raises EOFError) or a cut-off header
+    with pytest.raises(SceneFormatError, match="cannot read depth prior"):
+        load_depth_prior(path, 4, 4)
+

@@ -103,7 +103,7 @@ class FolderDepth:
         if f.suffix == ".npy":
             try:
                 d = np.load(f)
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, EOFError) as err:  # EOFError: an empty (0-byte) file
                 raise PreprocessError(f"cannot read depth file {f} ({err})") from None
         else:
             d = cv2.imread(str(f), cv2.IMREAD_ANYDEPTH)

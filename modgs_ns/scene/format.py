@@ -199,7 +199,7 @@ def load_depth_prior(
     path = Path(path)
     try:
         depth = np.load(path).astype(np.float32)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty (0-byte) file
         raise SceneFormatError(f"cannot read depth prior {path} ({err})") from None
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
