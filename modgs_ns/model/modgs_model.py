@@ -1,9 +1,7 @@
 """ModgsModel: splatfacto with canonical Gaussians deformed to each camera's time (MoDGS).
 
-The ideas live in their own modules: `phases` (the stage-1 / stage-2 split), `stage1` (pair loss,
-held-out fit, stop rule), `canonical_init` (the Gaussians built at the switch), `lifespans` (moving
-content that lives near its frame's time), `deformation` and `losses`; the options in `config`. This
-class is the glue nerfstudio calls; the pipeline hands it the scene's pairs and images.
+The ideas live in their own modules (`phases`, `stage1`, `canonical_init`, `lifespans`, `deformation`,
+`losses`; options in `config`); this class is the glue nerfstudio calls, handed pairs and images by the pipeline.
 """
 
 from __future__ import annotations
