@@ -84,6 +84,19 @@ class ModgsTrainer(Trainer):
         super().setup(test_mode)
         self.config.max_num_iterations = max(self.total_steps - self._start_step, 0)
 
+    def train(self) -> None:
+        """nerfstudio's loop, unless the loaded run already reached its total (nerfstudio's writer then
+        fails on an empty step log): say so and change nothing."""
+        if self.config.max_num_iterations <= 0:
+            print(
+                f"modgs: the run is already finished (step {self._start_step - 1} of --max-num-iterations "
+                f"{self.total_steps}); nothing to train",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        super().train()
+
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, on the schedules of this run's phases."""
         model = self.pipeline.model

@@ -297,6 +297,21 @@ def test_training_killed_at_random_points_continues_at_the_right_step_and_phase(
     assert not list(ckpts.parent.glob(".partial-*"))
 
 
+def test_resuming_a_finished_run_says_so_and_changes_nothing(clean, tmp_path):
+    scene = tmp_path / "s"
+    shutil.copytree(clean[0], scene)
+    base = ["ns-train", "modgs-cpu", "--data", scene, "--output-dir", tmp_path / "runs", "--max-num-iterations", "16",
+            "--pipeline.model.stage1.steps", "8", "--experiment-name", "e", "--timestamp", "t", *TINY_TRAIN]  # fmt: skip
+    assert cli(base, tmp_path).returncode == 0
+    ckpts = tmp_path / "runs/e/modgs-cpu/t/nerfstudio_models"
+    before = {p.name: p.read_bytes() for p in ckpts.glob("*.ckpt")}
+    assert list(before) == ["step-000000015.ckpt"]
+    r = cli([*base, "--load-dir", ckpts], tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "modgs: the run is already finished (step 15 of --max-num-iterations 16)" in r.stderr
+    assert {p.name: p.read_bytes() for p in ckpts.glob("*.ckpt")} == before
+
+
 # ------------------------------------------------------------------------------------ one-line errors
 def test_export_to_an_unwritable_folder_fails_before_loading(tmp_path):
     config = tmp_path / "config.yml"
@@ -363,4 +378,3 @@ def test_an_empty_or_truncated_depth_prior_is_a_format_error(tmp_path, content):
     path.write_bytes(content)  # 0 bytes (numpy raises EOFError) or a cut-off header
     with pytest.raises(SceneFormatError, match="cannot read depth prior"):
         load_depth_prior(path, 4, 4)
-
