@@ -179,7 +179,8 @@ class ModgsModel(SplatfactoModel):
             info=info,
             packed=packed,
         )
-        self._set_lifespans(self.gauss_params["times"].detach(), self.gauss_params["time_scales"].detach())
+        if self.gauss_params["times"].requires_grad:  # gsplat's ops replaced them (trainable by default)
+            self._set_lifespans(self.gauss_params["times"].detach(), self.gauss_params["time_scales"].detach())
 
     def _rebind_optimizers(self, optimizers: Optimizers) -> None:
         """After loading a checkpoint the Gaussian tensors are new objects; point Adam at them."""
